@@ -1,0 +1,124 @@
+"""Stage 2 — diagnose: everything that can go wrong, found before a model is built.
+
+:func:`diagnose` reads only headers, metadata and (optionally) the weight values, never
+builds a model, and returns every finding at once. :func:`tfbert.load` runs it first and
+raises the first error; ``python -m tfbert.doctor`` prints all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tfbert.checkpoint import CheckpointFiles, WeightSource, find_checkpoint, open_weights
+from tfbert.diagnose.config_checks import _error, check_config, check_vocab, read_config
+from tfbert.diagnose.environment import check_environment
+from tfbert.diagnose.memory import check_memory
+from tfbert.diagnose.weights import check_integrity, check_shapes
+from tfbert.errors import TfbertError
+from tfbert.report import ERROR, Finding, Report, worst_exit_code
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """All findings for one checkpoint, plus what was read to make them.
+
+    ``source`` stays open so the loader can read the weights without parsing headers again;
+    close it (or use the diagnosis as a context manager) when done.
+    """
+
+    files: CheckpointFiles | None
+    config: dict | None
+    findings: list[Finding]
+    source: WeightSource | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 healthy, 1 warnings only, 2 errors."""
+        return worst_exit_code(self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == ERROR]
+
+    def raise_for_errors(self) -> None:
+        """Raise the typed error of the first error finding (the one a fix should start with)."""
+        if self.errors:
+            self.close()
+            raise self.errors[0].error
+
+    def report(self) -> Report:
+        where = self.files.root if self.files else "?"
+        return Report.from_findings(f"tfbert doctor: {where}", self.findings,
+                                    format=self.files.format if self.files else None,
+                                    exit_code=self.exit_code)
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    def __enter__(self) -> "Diagnosis":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
+             seq_length: int = 128, dtype: str = "float32", training: bool = False,
+             trainable_layers: int | None = None, scan_values: bool = True, allow_pickle: bool = False,
+             environment: bool = True, memory: bool = True, tf_loaded: bool = False) -> Diagnosis:
+    """Pre-flight checks for loading ``model`` (default: the embedded MiniLM) for ``task``.
+
+    Args:
+        model: checkpoint directory, TF1 checkpoint prefix, or None for the embedded MiniLM.
+        task: ``embed``, ``classify`` or ``fill_mask``.
+        batch_size, seq_length, dtype, training, trainable_layers: the run the memory check is for.
+        scan_values: read every tensor once to find NaN/Inf and implausible magnitudes.
+        allow_pickle: permit reading ``pytorch_model.bin`` with the weights-only unpickler.
+        environment, memory: run those checks.
+        tf_loaded: TensorFlow is already imported (its baseline memory is already spent).
+
+    Example:
+        >>> with diagnose() as d:
+        ...     d.exit_code
+        0
+    """
+    findings: list[Finding] = []
+    if environment:
+        findings += check_environment()
+    try:
+        files = find_checkpoint(model)
+    except TfbertError as e:
+        return Diagnosis(None, None, findings + [_error("files", e)])
+    findings.append(Finding("files", "ok", f"{files.root}: {files.format}"))
+    config = None
+    try:
+        config = read_config(files)
+    except TfbertError as e:
+        findings.append(_error("config", e))
+    if config is not None:
+        findings += check_config(config, files.config, seq_length)
+    config_ok = config is not None and not any(f.status == ERROR and f.check == "config" for f in findings)
+    if config_ok:
+        findings += check_vocab(files, config, task)
+    source = None
+    try:
+        source = open_weights(files, allow_pickle=allow_pickle)
+    except TfbertError as e:
+        findings.append(_error("weights", e))
+    if source is not None:
+        if config_ok:
+            findings += check_shapes(source, config, task)
+        try:
+            findings += check_integrity(source, scan_values=scan_values)
+        except TfbertError as e:
+            findings.append(_error("integrity", e))
+    if memory and config_ok:
+        findings += check_memory(config, task, batch_size=batch_size, seq_length=seq_length, dtype=dtype,
+                                 training=training, trainable_layers=trainable_layers, tf_loaded=tf_loaded)
+    return Diagnosis(files, config, findings, source)
+
+
+__all__ = ["Diagnosis", "diagnose"]

@@ -1,0 +1,117 @@
+"""Environment check: installed versions against known-good and known-broken combinations.
+
+Versions come from package metadata, so nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+
+from tfbert.diagnose.config_checks import _error
+from tfbert.errors import IncompatibleEnvironmentError
+from tfbert.report import INFO, OK, WARN, Finding
+
+PACKAGES = ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "safetensors", "numpy",
+            "keras", "ai-edge-litert")
+# The range tfbert is tested on; the bounds match setup.cfg.
+TESTED_TRANSFORMERS = ((4, 44), (4, 57))
+
+
+def installed_versions() -> dict[str, str | None]:
+    """Package name → installed version (None when missing)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions["tensorflow"] is None:  # the CPU-only wheel has its own name
+        for alt in ("tensorflow-cpu", "tf-nightly"):
+            try:
+                versions["tensorflow"] = importlib.metadata.version(alt)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return versions
+
+
+def _minor(version: str | None) -> tuple[int, int] | None:
+    if version is None:
+        return None
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_environment(versions: dict[str, str | None] | None = None,
+                      env: dict[str, str] | None = None) -> list[Finding]:
+    """Findings for the installed stack (``versions``/``env`` default to this machine's).
+
+    Example:
+        >>> bad = check_environment({"tensorflow": "2.21.0", "tf-keras": "2.21.0",
+        ...     "tensorflow-text": "2.21.1", "transformers": "5.0.0", "safetensors": "0.8",
+        ...     "numpy": "2.4", "keras": None, "ai-edge-litert": None}, env={})
+        >>> [f.status for f in bad if f.check == "environment"][0]
+        'error'
+    """
+    v = installed_versions() if versions is None else versions
+    env = dict(os.environ) if env is None else env
+    tf, tfk, text, hf = (_minor(v.get(n)) for n in ("tensorflow", "tf-keras", "tensorflow-text", "transformers"))
+    findings: list[Finding] = []
+
+    def error(package: str, message: str, expected: str, fix: str) -> None:
+        findings.append(_error("environment", IncompatibleEnvironmentError(
+            message, where=package, expected=expected, actual=v.get(package) or "not installed", fix=fix)))
+
+    if tf is None:
+        error("tensorflow", "TensorFlow is not installed", "tensorflow 2.16-2.21",
+              'pip install "tensorflow>=2.16,<2.22"')
+    else:
+        tf_pin = f"{tf[0]}.{tf[1]}.*"
+        if tf >= (2, 16):
+            if tfk is None:
+                error("tf-keras", f"TensorFlow {v['tensorflow']} ships Keras 3, and the Hugging Face "
+                      "TF classes need Keras 2", f"tf-keras {tf_pin}", f'pip install "tf-keras=={tf_pin}"')
+            elif tfk != tf:
+                error("tf-keras", f"tf-keras must match TensorFlow's minor version ({v['tensorflow']})",
+                      f"tf-keras {tf_pin}", f'pip install "tf-keras=={tf_pin}"')
+            if env.get("TF_USE_LEGACY_KERAS", "1") in ("0", "false", "False"):
+                error("tf-keras", "TF_USE_LEGACY_KERAS is set to 0, which makes TensorFlow use Keras 3",
+                      "TF_USE_LEGACY_KERAS unset or 1", "unset TF_USE_LEGACY_KERAS (tfbert sets it to 1)")
+        if text is None:
+            findings.append(Finding("environment", WARN, "tensorflow-text is not installed: in-graph "
+                                    "tokenization (export, predict) is unavailable",
+                                    f'pip install "tensorflow-text=={tf_pin}"'))
+        elif text != tf:
+            error("tensorflow-text", f"tensorflow-text must match TensorFlow's minor version "
+                  f"({v['tensorflow']}); its ops fail to load otherwise", f"tensorflow-text {tf_pin}",
+                  f'pip install "tensorflow-text=={tf_pin}"')
+        numpy = _minor(v.get("numpy"))
+        if numpy and numpy[0] >= 2 and tf < (2, 18):
+            error("numpy", f"TensorFlow {v['tensorflow']} was built against NumPy 1", "numpy<2",
+                  'pip install "numpy<2"')
+    if hf is None:
+        error("transformers", "transformers is not installed", "transformers 4.44-4.57",
+              'pip install "transformers>=4.44,<5"')
+    elif hf[0] >= 5:
+        error("transformers", "transformers 5 has no TensorFlow classes", "transformers 4.x",
+              'pip install "transformers>=4.44,<5"')
+    elif hf >= (4, 55):
+        findings.append(Finding("environment", INFO, f"transformers {v['transformers']}: its own "
+                                "from_pretrained cannot load safetensors into TF models "
+                                "('safe_open' object is not iterable); tfbert's loader is not affected",
+                                "load through tfbert.load, not TFBertModel.from_pretrained"))
+    elif hf < TESTED_TRANSFORMERS[0]:
+        findings.append(Finding("environment", WARN, f"transformers {v['transformers']} is older than "
+                                "tfbert is tested with", 'pip install "transformers>=4.44,<5"'))
+    if v.get("safetensors") is None:
+        error("safetensors", "safetensors is not installed", "safetensors", "pip install safetensors")
+    if v.get("ai-edge-litert") is None:
+        findings.append(Finding("environment", INFO, "ai-edge-litert is not installed: .tflite models "
+                                "cannot be run or verified", "pip install ai-edge-litert"))
+    if not any(f.status == "error" for f in findings):
+        stack = ", ".join(f"{n} {v[n]}" for n in ("tensorflow", "tf-keras", "tensorflow-text", "transformers")
+                          if v.get(n))
+        findings.insert(0, Finding("environment", OK, stack))
+    return findings

@@ -1,0 +1,115 @@
+"""Stage 4 — model: build the Hugging Face TF BERT class for a task and fill it from a checkpoint.
+
+tfbert owns the checkpoint → Keras variable mapping (see :mod:`tfbert.checkpoint.names`)
+rather than calling ``from_pretrained``, so loading works across transformers 4.44-4.57
+(4.55+ cannot load safetensors into TF classes itself) and reads one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from tfbert.checkpoint.names import canonical_from_keras
+from tfbert.checkpoint.sources import WeightSource
+from tfbert.diagnose import diagnose
+from tfbert.errors import ConfigMismatchError
+from tfbert.report import WARN
+from tfbert.tf import import_tensorflow
+
+log = logging.getLogger("tfbert")
+
+TASK_CLASSES = {
+    "embed": "TFBertModel",
+    "classify": "TFBertForSequenceClassification",
+    "fill_mask": "TFBertForMaskedLM",
+}
+
+
+def bert_config(config: dict):
+    """A ``transformers.BertConfig`` from a config dict (label maps keyed by int)."""
+    from transformers.models.bert.configuration_bert import BertConfig
+
+    config = dict(config)
+    if isinstance(config.get("id2label"), dict):
+        config["id2label"] = {int(k): v for k, v in config["id2label"].items()}
+        config["num_labels"] = len(config["id2label"])
+    return BertConfig(**config)
+
+
+def build_model(config: dict, task: str = "embed"):
+    """An un-loaded HF TF model for ``task`` with all variables created (no forward pass)."""
+    import_tensorflow()
+    from transformers.models.bert import modeling_tf_bert
+
+    model = getattr(modeling_tf_bert, TASK_CLASSES[task])(bert_config(config))
+    model.build_in_name_scope()
+    return model
+
+
+def assign_weights(model, source: WeightSource) -> list[str]:
+    """Copy every checkpoint tensor into its Keras variable; returns the variables left as initialised.
+
+    Tensors are read, transposed and assigned one at a time, and the checkpoint's pages are
+    released after each, so peak memory stays near the model's own size.
+    """
+    fresh = []
+    for variable in model.weights:
+        name, transpose = canonical_from_keras(variable.name)
+        if name not in source.tensors:
+            fresh.append(name)
+            continue
+        array = source.read(name)
+        if transpose:
+            array = array.T
+        if tuple(array.shape) != tuple(variable.shape):
+            raise ConfigMismatchError(
+                "weight shape disagrees with the model built from the config",
+                where=f"{source.files.root}: {name}", expected=list(variable.shape),
+                actual=list(array.shape), fix="use the config.json that belongs to these weights")
+        variable.assign(array.astype(variable.dtype.as_numpy_dtype, copy=False))
+        source.release(name)
+    return fresh
+
+
+def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
+         seq_length: int = 128, dtype: str = "float32", allow_pickle: bool = False,
+         scan_values: bool = True, check_memory: bool = True):
+    """Diagnose, then build and fill the Hugging Face TF model for ``task``.
+
+    Args:
+        model: a Hugging Face checkpoint directory (model.safetensors, sharded safetensors,
+            tf_model.h5, or pytorch_model.bin with ``allow_pickle``), an original Google BERT TF1
+            checkpoint directory or prefix, or None for the embedded all-MiniLM-L6-v2.
+        task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification) or
+            ``fill_mask`` (TFBertForMaskedLM).
+        batch_size, seq_length, dtype: the run you plan, for the memory pre-flight.
+        allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
+        scan_values: scan the weights for NaN/Inf and flipped bits before loading.
+        check_memory: refuse a run that would not fit in memory.
+
+    Returns:
+        The Keras model, with its ``config`` the checkpoint's.
+
+    Raises:
+        TfbertError: the first problem the diagnosis found, as its typed subclass.
+
+    Example:
+        >>> model = load()  # the embedded MiniLM
+        >>> model.config.hidden_size
+        384
+    """
+    diagnosis = diagnose(model, task, batch_size=batch_size, seq_length=seq_length, dtype=dtype,
+                         scan_values=scan_values, allow_pickle=allow_pickle, memory=check_memory,
+                         environment=True, tf_loaded="tensorflow" in sys.modules)
+    diagnosis.raise_for_errors()
+    for finding in diagnosis.findings:
+        if finding.status == WARN:
+            log.warning("%s: %s (fix: %s)", finding.check, finding.message, finding.fix)
+    with diagnosis:
+        keras_model = build_model(diagnosis.config, task)
+        fresh = assign_weights(keras_model, diagnosis.source)
+    if fresh:
+        log.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh))
+    return keras_model

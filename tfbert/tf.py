@@ -1,0 +1,45 @@
+"""Importing TensorFlow the way tfbert needs it: Keras 2, and quiet.
+
+Nothing in tfbert imports TensorFlow at module level; the stages that need it call
+:func:`import_tensorflow`, so ``python -m tfbert.doctor --help`` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def import_tensorflow(quiet: bool = True):
+    """Import and return ``tensorflow`` with Keras 2 (tf-keras) selected.
+
+    The Hugging Face TF classes need Keras 2, which TensorFlow >= 2.16 only uses when
+    ``TF_USE_LEGACY_KERAS=1`` is set before its first import. With ``quiet`` the C++ log
+    lines TensorFlow prints while it starts (oneDNN, CUDA probing) are swallowed; if the
+    import fails they are replayed so nothing is hidden.
+    """
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if not quiet:
+        import tensorflow as tf
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.get_logger().setLevel("ERROR")
+            tf.config.list_physical_devices()  # probes CUDA now, while stderr is captured
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tf
