@@ -45,11 +45,12 @@ class TfbertError(Exception):
         self.fix = fix
         super().__init__(self.render())
 
-    def render(self) -> str:
+    def render(self, with_fix: bool = True) -> str:
+        """The one-line form; ``with_fix=False`` leaves the fix out (reports show it in a column)."""
         parts = [f"{self.where}: {self.message}" if self.where else self.message]
         if self.expected is not None or self.actual is not None:
             parts.append(f"expected {self.expected}, got {self.actual}")
-        if self.fix:
+        if self.fix and with_fix:
             parts.append(f"fix: {self.fix}")
         return " — ".join(parts).replace("\n", " ")
 

@@ -38,14 +38,43 @@ def bert_config(config: dict):
     return BertConfig(**config)
 
 
-def build_model(config: dict, task: str = "embed"):
-    """An un-loaded HF TF model for ``task`` with all variables created (no forward pass)."""
+def build_model(config: dict, task: str = "embed", *, initialize: bool = True):
+    """An HF TF model for ``task`` with all variables created (no forward pass).
+
+    With ``initialize=False`` the kernels and embeddings start as zeros instead of random
+    values — about 0.5 s faster for MiniLM — for a caller that overwrites them at once;
+    :func:`initialize_fresh` gives any left over their proper random start.
+    """
     import_tensorflow()
     from transformers.models.bert import modeling_tf_bert
 
-    model = getattr(modeling_tf_bert, TASK_CLASSES[task])(bert_config(config))
-    model.build_in_name_scope()
+    cls = getattr(modeling_tf_bert, TASK_CLASSES[task])
+    if initialize:
+        model = cls(bert_config(config))
+        model.build_in_name_scope()
+        return model
+    import tf_keras
+
+    original = modeling_tf_bert.get_initializer
+    modeling_tf_bert.get_initializer = lambda initializer_range=0.02: tf_keras.initializers.Zeros()
+    try:
+        model = cls(bert_config(config))
+        model.build_in_name_scope()
+    finally:
+        modeling_tf_bert.get_initializer = original
     return model
+
+
+def initialize_fresh(model, names: list[str]) -> None:
+    """Give the variables named (canonical names) the random start HF would have given them."""
+    tf = import_tensorflow()
+    stddev = model.config.initializer_range
+    for variable in model.weights:
+        name, _ = canonical_from_keras(variable.name)
+        # Only kernels and embedding tables use the random initializer; biases and LayerNorm
+        # parameters were created with their usual zeros / ones.
+        if name in names and name.endswith(".weight") and "LayerNorm" not in name:
+            variable.assign(tf.random.truncated_normal(variable.shape, stddev=stddev, dtype=variable.dtype))
 
 
 def assign_weights(model, source: WeightSource) -> list[str]:
@@ -108,8 +137,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         if finding.status == WARN:
             log.warning("%s: %s (fix: %s)", finding.check, finding.message, finding.fix)
     with diagnosis:
-        keras_model = build_model(diagnosis.config, task)
+        keras_model = build_model(diagnosis.config, task, initialize=False)
         fresh = assign_weights(keras_model, diagnosis.source)
     if fresh:
+        initialize_fresh(keras_model, fresh)
         log.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh))
     return keras_model

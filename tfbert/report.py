@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 OK, INFO, WARN, ERROR = "ok", "info", "warn", "error"
 _SEVERITY = {OK: 0, INFO: 0, WARN: 1, ERROR: 2}
@@ -68,7 +69,7 @@ class Report:
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_findings(cls, title: str, findings: Iterable[Finding], **summary: Any) -> "Report":
+    def from_findings(cls, title: str, findings: Iterable[Finding], **summary: Any) -> Report:
         rows = [f.to_row() for f in findings]
         return cls(title, ["check", "status", "message", "fix"], rows, dict(summary))
 
@@ -95,13 +96,13 @@ class Report:
         cells = [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
         widths = [len(c) for c in self.columns]
         for row in cells:
-            widths = [min(max(w, len(v)), max_width) for w, v in zip(widths, row)]
+            widths = [min(max(w, len(v)), max_width) for w, v in zip(widths, row, strict=False)]
         def fmt(values: list[str]) -> list[str]:
             wrapped = [[v[i:i + w] for i in range(0, max(len(v), 1), w)] or [""]
-                       for v, w in zip(values, widths)]
+                       for v, w in zip(values, widths, strict=False)]
             height = max(len(w) for w in wrapped)
             return ["  ".join((w[i] if i < len(w) else "").ljust(width)
-                              for w, width in zip(wrapped, widths)).rstrip()
+                              for w, width in zip(wrapped, widths, strict=False)).rstrip()
                     for i in range(height)]
         lines = [self.title, *fmt(self.columns), "  ".join("-" * w for w in widths)]
         for row in cells:
@@ -112,7 +113,7 @@ class Report:
     def write(self, stem: str) -> tuple[str, str]:
         """Write ``<stem>.json`` and ``<stem>.md``; returns both paths."""
         paths = (f"{stem}.json", f"{stem}.md")
-        for path, text in zip(paths, (self.to_json(), self.to_markdown())):
+        for path, text in zip(paths, (self.to_json(), self.to_markdown()), strict=False):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
         return paths

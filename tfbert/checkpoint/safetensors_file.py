@@ -8,6 +8,7 @@ a deserialisation error (or, worse, a read past the end of a memory map).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import mmap
@@ -97,7 +98,7 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         spans.append((begin, end, name))
         tensors[name] = TensorInfo(dtype, shape, path, data_start + begin, end - begin)
     spans.sort()
-    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise CorruptCheckpointError(
                 f"tensors {n0} and {n1} overlap", where=path,
@@ -152,7 +153,7 @@ class SafetensorsReader:
                 pass
         self._maps.clear()
 
-    def __enter__(self) -> "SafetensorsReader":
+    def __enter__(self) -> SafetensorsReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

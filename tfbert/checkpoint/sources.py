@@ -8,16 +8,29 @@ tensor without holding a second copy of the model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from tfbert.checkpoint import files as F
-from tfbert.checkpoint.names import canonical_from_hf, canonical_from_keras, canonical_from_tf1
-from tfbert.checkpoint.safetensors_file import SafetensorsReader, TensorInfo, read_header
-from tfbert.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafeFileError
+from tfbert.checkpoint.names import (
+    canonical_from_hf,
+    canonical_from_keras,
+    canonical_from_tf1,
+)
+from tfbert.checkpoint.safetensors_file import (
+    SafetensorsReader,
+    TensorInfo,
+    read_header,
+)
+from tfbert.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    UnsafeFileError,
+)
 
 
 class WeightSource:
@@ -42,7 +55,7 @@ class WeightSource:
     def close(self) -> None:
         self._close()
 
-    def __enter__(self) -> "WeightSource":
+    def __enter__(self) -> WeightSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,12 +105,27 @@ def _open_safetensors(files: F.CheckpointFiles) -> WeightSource:
                     "a shard named in the index is missing", where=path,
                     fix="download every model-*.safetensors shard listed in the index")
     tensors: dict[str, TensorInfo] = {}
+    transposed: set[str] = set()
     for path in paths:
-        header, _ = read_header(path)
-        tensors.update({canonical_from_hf(name): info for name, info in header.items()})
+        header, metadata = read_header(path)
+        for name, info in header.items():
+            if metadata.get("format") == "tf":  # saved by an HF TF model: Keras names and layout
+                name, transpose = canonical_from_keras("model/" + name.split("/", 1)[-1])
+                if transpose:
+                    transposed.add(name)
+                    info = dataclasses.replace(info, shape=info.shape[::-1])
+            else:
+                name = canonical_from_hf(name)
+            tensors[name] = info
     reader = SafetensorsReader()
-    return WeightSource(files, tensors, lambda name: reader.read(tensors[name]), reader.close,
-                        lambda name: reader.release(tensors[name]))
+
+    def read(name: str) -> np.ndarray:
+        if name in transposed:
+            info = tensors[name]
+            return reader.read(dataclasses.replace(info, shape=info.shape[::-1])).T
+        return reader.read(tensors[name])
+
+    return WeightSource(files, tensors, read, reader.close, lambda name: reader.release(tensors[name]))
 
 
 def _from_arrays(files: F.CheckpointFiles, arrays: dict[str, np.ndarray]) -> WeightSource:

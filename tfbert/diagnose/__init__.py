@@ -10,8 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tfbert.checkpoint import CheckpointFiles, WeightSource, find_checkpoint, open_weights
-from tfbert.diagnose.config_checks import _error, check_config, check_vocab, read_config
+from tfbert.checkpoint import (
+    CheckpointFiles,
+    WeightSource,
+    find_checkpoint,
+    open_weights,
+)
+from tfbert.diagnose.config_checks import _error, check_config, check_seq_length, check_vocab, read_config
 from tfbert.diagnose.environment import check_environment
 from tfbert.diagnose.memory import check_memory
 from tfbert.diagnose.weights import check_integrity, check_shapes
@@ -31,6 +36,7 @@ class Diagnosis:
     config: dict | None
     findings: list[Finding]
     source: WeightSource | None = None
+    model: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -48,7 +54,7 @@ class Diagnosis:
             raise self.errors[0].error
 
     def report(self) -> Report:
-        where = self.files.root if self.files else "?"
+        where = self.files.root if self.files else self.model
         return Report.from_findings(f"tfbert doctor: {where}", self.findings,
                                     format=self.files.format if self.files else None,
                                     exit_code=self.exit_code)
@@ -58,7 +64,7 @@ class Diagnosis:
             self.source.close()
             self.source = None
 
-    def __enter__(self) -> "Diagnosis":
+    def __enter__(self) -> Diagnosis:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -91,17 +97,19 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     try:
         files = find_checkpoint(model)
     except TfbertError as e:
-        return Diagnosis(None, None, findings + [_error("files", e)])
-    findings.append(Finding("files", "ok", f"{files.root}: {files.format}"))
+        return Diagnosis(None, None, [*findings, _error("files", e)], model=str(model))
+    names = ", ".join(os.path.relpath(p, files.root) for p in files.weights) or "sharded"
+    findings.append(Finding("files", "ok", f"{files.format}: {names}"))
     config = None
     try:
         config = read_config(files)
     except TfbertError as e:
         findings.append(_error("config", e))
     if config is not None:
-        findings += check_config(config, files.config, seq_length)
+        findings += check_config(config, files.config)
     config_ok = config is not None and not any(f.status == ERROR and f.check == "config" for f in findings)
     if config_ok:
+        findings += check_seq_length(config, files.config, seq_length)
         findings += check_vocab(files, config, task)
     source = None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from tfbert.checkpoint.files import CheckpointFiles
 from tfbert.errors import CheckpointNotFoundError, ConfigMismatchError
@@ -17,7 +18,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def _error(check: str, error: Exception) -> Finding:
-    return Finding(check, ERROR, error.render(), error.fix or "", error=error)
+    return Finding(check, ERROR, error.render(with_fix=False), error.fix or "", error=error)
 
 
 def read_config(files: CheckpointFiles) -> dict:
@@ -42,8 +43,8 @@ def read_config(files: CheckpointFiles) -> dict:
     return config
 
 
-def check_config(config: dict, path: str, seq_length: int | None = None) -> list[Finding]:
-    """Sanity of the config on its own: positive sizes, head split, activation, positions."""
+def check_config(config: dict, path: str) -> list[Finding]:
+    """Sanity of the config on its own: positive sizes, head split, activation."""
     findings = []
 
     def bad(field: str, message: str, expected: object, fix: str) -> None:
@@ -69,15 +70,23 @@ def check_config(config: dict, path: str, seq_length: int | None = None) -> list
     if act not in KNOWN_ACTIVATIONS:
         bad("hidden_act", "unknown activation", "one of " + ", ".join(KNOWN_ACTIVATIONS),
             "set hidden_act to the activation the model was trained with (BERT uses gelu)")
-    if seq_length is not None and seq_length > config["max_position_embeddings"]:
-        bad("max_position_embeddings", f"the requested sequence length {seq_length} is longer "
-            "than the model's position table", f"<= {config['max_position_embeddings']}",
-            f"use a sequence length of at most {config['max_position_embeddings']}")
     if not findings:
         findings.append(Finding("config", OK, (
-            f"{path}: {config['num_hidden_layers']} layers, hidden {hidden}, {heads} heads, "
+            f"{os.path.basename(path)}: {config['num_hidden_layers']} layers, hidden {hidden}, {heads} heads, "
             f"vocab {config['vocab_size']}, act {act}")))
     return findings
+
+
+def check_seq_length(config: dict, path: str, seq_length: int) -> list[Finding]:
+    """The requested sequence length fits the model's position table."""
+    limit = config["max_position_embeddings"]
+    if seq_length <= limit:
+        return []
+    err = ConfigMismatchError(
+        "the requested sequence length is longer than the model's position table",
+        where=f"{path}: max_position_embeddings", expected=f"<= {limit}", actual=seq_length,
+        fix=f"use a sequence length of at most {limit}")
+    return [_error("config", err)]
 
 
 def check_vocab(files: CheckpointFiles, config: dict, task: str) -> list[Finding]:
@@ -107,7 +116,7 @@ def check_vocab(files: CheckpointFiles, config: dict, task: str) -> list[Finding
     if findings:
         return findings
     if isinstance(vocab_size, int) and len(tokens) < vocab_size:
-        return [Finding("vocab", INFO, f"{files.vocab}: {len(tokens)} tokens for {vocab_size} "
+        return [Finding("vocab", INFO, f"vocab.txt: {len(tokens)} tokens for {vocab_size} "
                         "embedding rows (the extra rows are never used)")]
-    return [Finding("vocab", OK, f"{files.vocab}: {len(tokens)} tokens, special tokens present")]
+    return [Finding("vocab", OK, f"vocab.txt: {len(tokens)} tokens, special tokens present")]
 

@@ -157,7 +157,8 @@ def check_memory(config: dict, task: str, *, batch_size: int, seq_length: int, d
         if DTYPE_BYTES[smaller] < DTYPE_BYTES[dtype] and not training:
             small = estimate_memory(config, task, **{**kwargs, "dtype": smaller})
             if small.total - small.baseline_bytes + (baseline if device == "host RAM" else 0) <= budget:
-                suggestions.append(f"{smaller} ({'export --quantization=' + ('fp16' if smaller == 'float16' else 'int8')})")
+                flag = "fp16" if smaller == "float16" else "int8"
+                suggestions.append(f"{smaller} (export --quantization={flag})")
     if seq_length > 128:
         suggestions.append("a shorter sequence length")
     err = InsufficientMemoryError(

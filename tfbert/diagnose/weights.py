@@ -32,6 +32,10 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _REFETCH = "the weights are damaged: download or copy the checkpoint again"
 
 
+def _first_few(items: list[str], n: int, sep: str = ", ") -> str:
+    return sep.join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 def _field_for(name: str, expected: tuple, actual: tuple) -> str:
     for pattern, dim, field in _FIELD_OF:
         if pattern.search(name) and len(expected) > dim and len(actual) > dim and expected[dim] != actual[dim]:
@@ -59,9 +63,9 @@ def check_shapes(source: WeightSource, config: dict, task: str) -> list[Finding]
     if mismatched:
         fields = {}
         for name, exp, act in mismatched:
-            fields.setdefault(_field_for(name, exp, act), []).append(f"{name} {list(act)} (config implies {list(exp)})")
-        detail = "; ".join(f"{field}: " + ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-                           for field, items in fields.items())
+            item = f"{name} {list(act)} (config implies {list(exp)})"
+            fields.setdefault(_field_for(name, exp, act), []).append(item)
+        detail = "; ".join(f"{field}: " + _first_few(items, 3) for field, items in fields.items())
         err = ConfigMismatchError(
             f"{len(mismatched)} weight shapes disagree with the config — {detail}",
             where=f"{config_path}: {', '.join(fields)}",
@@ -70,10 +74,11 @@ def check_shapes(source: WeightSource, config: dict, task: str) -> list[Finding]
     layer_ids = {int(m.group(1)) for n in actual if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", n))}
     if missing:
         if layer_ids and len(layer_ids) != config["num_hidden_layers"]:
-            detail = f"num_hidden_layers: weights have {len(layer_ids)} layers, config says {config['num_hidden_layers']}"
+            detail = (f"num_hidden_layers: weights have {len(layer_ids)} layers, "
+                      f"config says {config['num_hidden_layers']}")
             where = f"{config_path}: num_hidden_layers"
         else:
-            detail = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            detail = _first_few(missing, 5)
             where = source.files.weights[0] if source.files.weights else source.files.root
         err = ConfigMismatchError(
             f"{len(missing)} tensors the config needs are missing from the weights ({detail})", where=where,
@@ -83,7 +88,7 @@ def check_shapes(source: WeightSource, config: dict, task: str) -> list[Finding]
         findings.append(Finding(
             "weights", WARN,
             f"{len(unexpected)} tensors in the checkpoint are not used by the {task} model: "
-            + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""),
+            + _first_few(unexpected, 5),
             "check that the checkpoint is a BERT and the config matches it"))
     if fresh:
         findings.append(Finding(
@@ -130,7 +135,7 @@ def check_integrity(source: WeightSource, *, scan_values: bool = True) -> list[F
 def scan_values_of(source: WeightSource) -> list[Finding]:
     """Flag tensors with NaN/Inf or magnitudes no trained BERT has (the mark of flipped bits)."""
     damaged = []
-    for name, info in source.tensors.items():
+    for name, _info in source.tensors.items():
         array = source.read(name)
         if array.dtype.kind != "f":
             continue
@@ -146,8 +151,7 @@ def scan_values_of(source: WeightSource) -> list[Finding]:
             damaged.append(f"{name} max |x| {peak:.3g} vs median {median:.3g}")
     if damaged:
         err = CorruptCheckpointError(
-            f"{len(damaged)} tensors hold damaged values: " + "; ".join(damaged[:3])
-            + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""),
+            f"{len(damaged)} tensors hold damaged values: " + _first_few(damaged, 3, "; "),
             where=source.files.weights[0] if source.files.weights else source.files.root,
             expected="finite values within 1e4 of the tensor's median scale", actual="see tensors named",
             fix=_REFETCH)

@@ -1,0 +1,64 @@
+"""What every tfbert command shares: flag parsing, one-line errors with exit code 2, logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+
+from absl import app, flags
+
+from tfbert.errors import TfbertError
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_boolean("verbose", False, "Show tracebacks and TensorFlow's own log messages.")
+
+
+def _parse(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        prog = argv[0].rsplit("/", 1)[-1] if argv else "tfbert"
+        sys.stderr.write(f"{prog}: error: {e} — fix: run with --help to see the flags\n")
+        sys.exit(2)
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """Run ``main`` as an absl app: a :class:`TfbertError` becomes one line on stderr and exit 2.
+
+    With ``--verbose`` the traceback is printed too. Unexpected exceptions are reported the
+    same way (one line, exit 2), so a user never sees a bare traceback by default.
+    """
+
+    def wrapped(argv: list[str]) -> int | None:
+        logging.basicConfig(level=logging.INFO if FLAGS.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return main(argv)
+        except TfbertError as e:
+            return _fail(f"error: {e}")
+        except KeyboardInterrupt:
+            return _fail("interrupted")
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return _fail(f"unexpected {type(e).__name__}: {first} — fix: rerun with --verbose "
+                         "and report the traceback")
+
+    app.run(wrapped, flags_parser=_parse)
+
+
+def _fail(line: str) -> int:
+    if FLAGS.verbose:
+        traceback.print_exc()
+    sys.stderr.write(f"tfbert: {line}\n")
+    return 2
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ logs out of the output unless --verbose."""
+    import os
+
+    if not FLAGS.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
