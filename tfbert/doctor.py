@@ -1,6 +1,15 @@
-"""``python -m tfbert.doctor`` — see :mod:`tfbert.cli.doctor`."""
+"""Diagnose a BERT checkpoint before loading it: config, vocab, weights, integrity, environment, memory.
 
-from tfbert.cli.doctor import run
+Usage: python -m tfbert.doctor [--model=PATH] [--task=embed|classify|fill_mask] [--json]
+Exit code: 0 healthy, 1 warnings only, 2 errors.
+"""
+
+from absl import flags
+
+from tfbert.cli import common, doctor
+
+flags.adopt_module_key_flags(doctor)
+flags.adopt_module_key_flags(common)
 
 if __name__ == "__main__":
-    run()
+    doctor.run()

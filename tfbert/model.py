@@ -103,7 +103,7 @@ def assign_weights(model, source: WeightSource) -> list[str]:
 
 
 def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
-         seq_length: int = 128, dtype: str = "float32", allow_pickle: bool = False,
+         seq_length: int | None = None, dtype: str = "float32", allow_pickle: bool = False,
          scan_values: bool = True, check_memory: bool = True):
     """Diagnose, then build and fill the Hugging Face TF model for ``task``.
 
@@ -113,7 +113,8 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
             checkpoint directory or prefix, or None for the embedded all-MiniLM-L6-v2.
         task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification) or
             ``fill_mask`` (TFBertForMaskedLM).
-        batch_size, seq_length, dtype: the run you plan, for the memory pre-flight.
+        batch_size, seq_length, dtype: the run you plan, for the memory pre-flight (a
+            seq_length is also checked against the model's position table).
         allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
         scan_values: scan the weights for NaN/Inf and flipped bits before loading.
         check_memory: refuse a run that would not fit in memory.

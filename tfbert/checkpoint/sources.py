@@ -110,7 +110,7 @@ def _open_safetensors(files: F.CheckpointFiles) -> WeightSource:
         header, metadata = read_header(path)
         for name, info in header.items():
             if metadata.get("format") == "tf":  # saved by an HF TF model: Keras names and layout
-                name, transpose = canonical_from_keras("model/" + name.split("/", 1)[-1])
+                name, transpose = canonical_from_keras("model/" + name)  # names lack the model scope
                 if transpose:
                     transposed.add(name)
                     info = dataclasses.replace(info, shape=info.shape[::-1])

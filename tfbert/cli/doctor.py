@@ -17,8 +17,8 @@ flags.DEFINE_string("model", None, "Checkpoint directory or TF1 checkpoint prefi
                     "all-MiniLM-L6-v2).")
 flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask"], "The model head you will load.")
 flags.DEFINE_integer("batch_size", 32, "Batch size you plan to run, for the memory check.", lower_bound=1)
-flags.DEFINE_integer("seq_length", 128, "Sequence length you plan to run, for the config and memory checks.",
-                     lower_bound=1)
+flags.DEFINE_integer("seq_length", None, "Sequence length you plan to run, for the config and memory checks "
+                     "(default: the shorter of 128 and the model's limit).", lower_bound=1)
 flags.DEFINE_enum("dtype", "float32", ["float32", "float16", "bfloat16", "mixed_float16", "int8"],
                   "Precision you plan to run in, for the memory check.")
 flags.DEFINE_boolean("training", False, "Check memory for fine-tuning rather than inference.")

@@ -72,7 +72,7 @@ class Diagnosis:
 
 
 def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
-             seq_length: int = 128, dtype: str = "float32", training: bool = False,
+             seq_length: int | None = None, dtype: str = "float32", training: bool = False,
              trainable_layers: int | None = None, scan_values: bool = True, allow_pickle: bool = False,
              environment: bool = True, memory: bool = True, tf_loaded: bool = False) -> Diagnosis:
     """Pre-flight checks for loading ``model`` (default: the embedded MiniLM) for ``task``.
@@ -80,7 +80,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     Args:
         model: checkpoint directory, TF1 checkpoint prefix, or None for the embedded MiniLM.
         task: ``embed``, ``classify`` or ``fill_mask``.
-        batch_size, seq_length, dtype, training, trainable_layers: the run the memory check is for.
+        batch_size, seq_length, dtype, training, trainable_layers: the run the memory check is for
+            (seq_length None: the shorter of 128 and the model's limit, not checked against it).
         scan_values: read every tensor once to find NaN/Inf and implausible magnitudes.
         allow_pickle: permit reading ``pytorch_model.bin`` with the weights-only unpickler.
         environment, memory: run those checks.
@@ -109,7 +110,10 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
         findings += check_config(config, files.config)
     config_ok = config is not None and not any(f.status == ERROR and f.check == "config" for f in findings)
     if config_ok:
-        findings += check_seq_length(config, files.config, seq_length)
+        if seq_length is None:
+            seq_length = min(128, config["max_position_embeddings"])
+        else:
+            findings += check_seq_length(config, files.config, seq_length)
         findings += check_vocab(files, config, task)
     source = None
     try:

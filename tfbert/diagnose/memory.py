@@ -69,10 +69,17 @@ def estimate_memory(config: dict, task: str = "embed", *, batch_size: int = 32, 
     trainable = layers if trainable_layers is None else max(0, min(layers, trainable_layers))
     # Saved for backward, per trainable layer: ~10 hidden-sized maps, 3 FFN maps, 3 attention maps.
     saved = trainable * (b * s * (10 * h + 3 * i) + 3 * b * heads * s * s) + per_layer
-    per_layer_params = n_params / max(layers, 1)
-    trainable_params = per_layer_params * trainable + (n_params - per_layer_params * layers)  # + head
+    if trainable_layers is None:
+        trainable_params = n_params
+    else:  # the top layers, the pooler and the head train; the embeddings are frozen
+        shapes = expected_tensors(config, task)
+        in_layer = lambda name, n: name.startswith(f"bert.encoder.layer.{n}.")  # noqa: E731
+        top = range(layers - trainable, layers)
+        trainable_params = sum(_prod(s) for name, s in shapes.items()
+                               if any(in_layer(name, n) for n in top)
+                               or not name.startswith(("bert.encoder.", "bert.embeddings.")))
     # gradient + two Adam moments, float32
-    state = int(trainable_params * 3 * 4)
+    state = trainable_params * 3 * 4
     return MemoryEstimate(n_params * param_bytes_each, state, saved * act_bytes)
 
 
