@@ -169,7 +169,6 @@ def test_vocab_without_special_tokens(broken):
 
 def test_manifest_catches_a_plausible_edit(broken):
     write_manifest(broken)
-    _, header = _header(os.path.join(broken, "model.safetensors"))
     # Change one LayerNorm weight slightly: no value scan can see this, the checksum does.
     from safetensors.numpy import load_file, save_file
 

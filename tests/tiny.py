@@ -122,9 +122,9 @@ def _google_name(pt_name: str) -> tuple[str, bool]:
     if parts[-2].endswith("_embeddings"):
         return "/".join(parts[:-1]), False
     if parts[-2] == "LayerNorm":
-        return "/".join(parts[:-1] + ["gamma" if leaf == "weight" else "beta"]), False
+        return "/".join([*parts[:-1], "gamma" if leaf == "weight" else "beta"]), False
     if leaf == "weight":
-        return "/".join(parts[:-1] + ["kernel"]), True
+        return "/".join([*parts[:-1], "kernel"]), True
     return "/".join(parts), False
 
 

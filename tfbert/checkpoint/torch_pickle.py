@@ -79,7 +79,8 @@ def read_torch_zip(path: str) -> dict[str, np.ndarray]:
                                           fix="convert the file to safetensors")
                 storage_type, key = pid[1], pid[2]
                 raw = archive.read(f"{prefix}data/{key}")
-                return np.frombuffer(raw, dtype=_STORAGE_DTYPES[storage_type.name]), storage_type.name == "BFloat16Storage"
+                array = np.frombuffer(raw, dtype=_STORAGE_DTYPES[storage_type.name])
+                return array, storage_type.name == "BFloat16Storage"
 
         with archive.open(pickles[0]) as f:
             try:
