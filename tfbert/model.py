@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 from tfbert.checkpoint.names import canonical_from_keras
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose import diagnose
@@ -19,6 +21,7 @@ from tfbert.report import WARN
 from tfbert.tf import import_tensorflow
 
 log = logging.getLogger("tfbert")
+_CHUNK_BYTES = 4 * 2**20
 
 TASK_CLASSES = {
     "embed": "TFBertModel",
@@ -97,7 +100,22 @@ def assign_weights(model, source: WeightSource) -> list[str]:
                 "weight shape disagrees with the model built from the config",
                 where=f"{source.files.root}: {name}", expected=list(variable.shape),
                 actual=list(array.shape), fix="use the config.json that belongs to these weights")
-        variable.assign(array.astype(variable.dtype.as_numpy_dtype, copy=False))
+        dtype = variable.dtype.as_numpy_dtype
+        # Large tables go in slices of rows, so the transient copies stay a few MiB.
+        rows = max(1, _CHUNK_BYTES // max(1, array[0].nbytes)) if array.ndim > 1 else len(array)
+        if rows >= len(array):
+            variable.assign(array.astype(dtype, copy=False))
+        else:
+            tf = import_tensorflow()
+            for start in range(0, len(array), rows):
+                stop = min(start + rows, len(array))
+                # The raw op writes in place; ``variable[a:b].assign`` reads the whole variable
+                # first, which makes TensorFlow copy the table (copy-on-write).
+                tf.raw_ops.ResourceStridedSliceAssign(
+                    ref=variable.handle, begin=[start] + [0] * (array.ndim - 1),
+                    end=[stop, *array.shape[1:]], strides=[1] * array.ndim,
+                    value=np.ascontiguousarray(array[start:stop], dtype=dtype))
+                source.release(name)
         source.release(name)
     return fresh
 
