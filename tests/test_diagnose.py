@@ -102,7 +102,7 @@ def test_nan_weights_are_caught(broken):
     state["pooler.dense.bias"][3] = np.nan
     save_file(state, path, metadata={"format": "pt"})
     message = _load_error(broken, errors.CorruptCheckpointError)
-    assert "pooler.dense.bias has NaN/Inf" in message
+    assert "pooler.dense.bias: NaN/Inf" in message
 
 
 @pytest.mark.parametrize(("field", "value"), [("vocab_size", 120), ("hidden_size", 48),

@@ -114,15 +114,17 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
             seq_length = min(128, config["max_position_embeddings"])
         else:
             findings += check_seq_length(config, files.config, seq_length)
-        findings += check_vocab(files, config, task)
     source = None
     try:
         source = open_weights(files, allow_pickle=allow_pickle)
     except TfbertError as e:
         findings.append(_error("weights", e))
+    # Shapes before the vocab: when both disagree with the config, the config is the culprit.
+    if source is not None and config_ok:
+        findings += check_shapes(source, config, task)
+    if config_ok:
+        findings += check_vocab(files, config, task)
     if source is not None:
-        if config_ok:
-            findings += check_shapes(source, config, task)
         try:
             findings += check_integrity(source, scan_values=scan_values)
         except TfbertError as e:

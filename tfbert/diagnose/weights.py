@@ -20,7 +20,7 @@ _FIELD_OF = [
     (re.compile(r"position_embeddings"), 0, "max_position_embeddings"),
     (re.compile(r"token_type_embeddings"), 0, "type_vocab_size"),
     (re.compile(r"intermediate\.dense\.weight"), 0, "intermediate_size"),
-    (re.compile(r"output\.dense\.weight$"), 1, "intermediate_size"),
+    (re.compile(r"layer\.\d+\.output\.dense\.weight$"), 1, "intermediate_size"),
     (re.compile(r"^classifier\."), 0, "id2label / num_labels"),
     (re.compile(r"cls\.predictions\.bias"), 0, "vocab_size"),
 ]
@@ -142,20 +142,20 @@ def scan_values_of(source: WeightSource) -> list[Finding]:
         # max and min need no temporary copy (np.abs would double a 90 MB embedding table).
         peak = max(abs(float(array.max())), abs(float(array.min())))
         if not np.isfinite(peak):
-            damaged.append(f"{name} has NaN/Inf")
+            damaged.append(f"{name}: NaN/Inf")
         else:
             # The median of a strided sample is a robust scale estimate and costs little.
             flat = array.reshape(-1)
             sample = np.abs(flat[:: max(1, flat.size // 4096)])
             median = float(np.median(sample)) if flat.size >= 64 else 0.0
             if peak > IMPLAUSIBLE_ABS or (median > 0 and peak / median > IMPLAUSIBLE_RATIO):
-                damaged.append(f"{name} max |x| {peak:.3g} vs median {median:.3g}")
+                damaged.append(f"{name}: max |x| {peak:.3g}, median {median:.3g}")
         source.release(name)
     if damaged:
         err = CorruptCheckpointError(
-            f"{len(damaged)} tensors hold damaged values: " + _first_few(damaged, 3, "; "),
+            f"damaged values in {len(damaged)} tensor(s)",
             where=source.files.weights[0] if source.files.weights else source.files.root,
-            expected="finite values within 1e4 of the tensor's median scale", actual="see tensors named",
-            fix=_REFETCH)
+            expected=f"finite values under {IMPLAUSIBLE_RATIO:.0e}x the tensor's median magnitude",
+            actual=_first_few(damaged, 3, "; "), fix=_REFETCH)
         return [_error("integrity", err)]
     return [Finding("integrity", OK, f"{len(source.tensors)} tensors scanned: all finite, magnitudes plausible")]
