@@ -93,3 +93,11 @@ def test_pickle_naming_other_code_is_refused_even_with_opt_in(tmp_path):
     with pytest.raises(errors.UnsafeFileError) as info:
         load(str(directory), allow_pickle=True)
     assert "os.system" in str(info.value)
+
+
+@pytest.mark.parametrize("task", ["fill_mask", "classify"])
+def test_missing_head_is_an_error_when_required(tiny_safetensors, task):
+    with pytest.raises(errors.CheckpointNotFoundError) as info:
+        load(tiny_safetensors, task=task, require_head=True)
+    message = str(info.value)
+    assert f"no {task} head" in message and "noise" in message

@@ -122,7 +122,7 @@ def assign_weights(model, source: WeightSource) -> list[str]:
 
 def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
          seq_length: int | None = None, dtype: str = "float32", allow_pickle: bool = False,
-         scan_values: bool = True, check_memory: bool = True):
+         scan_values: bool = True, check_memory: bool = True, require_head: bool = False):
     """Diagnose, then build and fill the Hugging Face TF model for ``task``.
 
     Args:
@@ -136,6 +136,8 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
         scan_values: scan the weights for NaN/Inf and flipped bits before loading.
         check_memory: refuse a run that would not fit in memory.
+        require_head: refuse a checkpoint without the task's head (for inference and export;
+            fine-tuning leaves it False and starts the head from random values).
 
     Returns:
         The Keras model, with its ``config`` the checkpoint's.
@@ -150,7 +152,7 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
     """
     diagnosis = diagnose(model, task, batch_size=batch_size, seq_length=seq_length, dtype=dtype,
                          scan_values=scan_values, allow_pickle=allow_pickle, memory=check_memory,
-                         environment=True, tf_loaded="tensorflow" in sys.modules)
+                         environment=True, tf_loaded="tensorflow" in sys.modules, require_head=require_head)
     diagnosis.raise_for_errors()
     for finding in diagnosis.findings:
         if finding.status == WARN:
@@ -162,3 +164,60 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         initialize_fresh(keras_model, fresh)
         log.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh))
     return keras_model
+
+
+def mean_pool(hidden, attention_mask, normalize: bool = True):
+    """Mean of the token states over real (mask = 1) tokens, optionally L2-normalised.
+
+    This is sentence-transformers' pooling for all-MiniLM-L6-v2.
+    """
+    tf = import_tensorflow()
+    mask = tf.cast(attention_mask, hidden.dtype)[:, :, None]
+    summed = tf.reduce_sum(hidden * mask, axis=1)
+    pooled = summed / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+    return tf.math.l2_normalize(pooled, axis=-1) if normalize else pooled
+
+
+def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
+    """A function ``inputs dict -> outputs dict`` of numeric tensors for ``task``.
+
+    Outputs:
+        embed: ``sentence_embedding`` [batch, hidden] (mean or CLS pooled, L2-normalised) and
+            ``token_embeddings`` [batch, seq, hidden].
+        classify: ``logits`` and ``probabilities`` [batch, labels], ``label_ids`` [batch].
+        fill_mask: ``top_k_ids`` and ``top_k_probabilities`` [batch, seq, k] for every position.
+
+    The same function backs the Keras backends, the SavedModel signatures and the TFLite
+    model, so every path computes the same thing.
+    """
+    tf = import_tensorflow()
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+
+    def run(inputs):
+        kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
+        out = model(**kwargs, training=False)
+        if task == "embed":
+            hidden = out.last_hidden_state
+            if pooling == "mean":
+                sentence = mean_pool(hidden, inputs["attention_mask"])
+            else:
+                sentence = tf.math.l2_normalize(hidden[:, 0], axis=-1)
+            return {"sentence_embedding": sentence, "token_embeddings": hidden}
+        if task == "classify":
+            logits = out.logits
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1),
+                    "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        probs = tf.nn.softmax(out.logits, axis=-1)
+        top = tf.math.top_k(probs, k=top_k)
+        return {"top_k_ids": top.indices, "top_k_probabilities": top.values}
+
+    return run
+
+
+def label_names(config: dict) -> list[str]:
+    """Class names in id order, from ``id2label`` (``LABEL_<i>`` when absent)."""
+    from tfbert.checkpoint.names import num_labels
+
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(num_labels(config))]

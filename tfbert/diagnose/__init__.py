@@ -74,7 +74,8 @@ class Diagnosis:
 def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
              seq_length: int | None = None, dtype: str = "float32", training: bool = False,
              trainable_layers: int | None = None, scan_values: bool = True, allow_pickle: bool = False,
-             environment: bool = True, memory: bool = True, tf_loaded: bool = False) -> Diagnosis:
+             environment: bool = True, memory: bool = True, tf_loaded: bool = False,
+             require_head: bool = False) -> Diagnosis:
     """Pre-flight checks for loading ``model`` (default: the embedded MiniLM) for ``task``.
 
     Args:
@@ -86,6 +87,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
         allow_pickle: permit reading ``pytorch_model.bin`` with the weights-only unpickler.
         environment, memory: run those checks.
         tf_loaded: TensorFlow is already imported (its baseline memory is already spent).
+        require_head: a task head missing from the checkpoint is an error (inference, export)
+            rather than a note (fine-tuning starts it from random values).
 
     Example:
         >>> with diagnose() as d:
@@ -121,7 +124,7 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
         findings.append(_error("weights", e))
     # Shapes before the vocab: when both disagree with the config, the config is the culprit.
     if source is not None and config_ok:
-        findings += check_shapes(source, config, task)
+        findings += check_shapes(source, config, task, require_head)
     if config_ok:
         findings += check_vocab(files, config, task)
     if source is not None:

@@ -11,7 +11,7 @@ from tfbert.checkpoint.manifest import sha256_file, verify_manifest
 from tfbert.checkpoint.names import IGNORED, expected_tensors, head_tensors
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose.config_checks import _error
-from tfbert.errors import ConfigMismatchError, CorruptCheckpointError
+from tfbert.errors import CheckpointNotFoundError, ConfigMismatchError, CorruptCheckpointError
 from tfbert.report import INFO, OK, WARN, Finding
 
 # Which config field a tensor's dimension comes from, to name the field in the error.
@@ -43,8 +43,12 @@ def _field_for(name: str, expected: tuple, actual: tuple) -> str:
     return "hidden_size"
 
 
-def check_shapes(source: WeightSource, config: dict, task: str) -> list[Finding]:
-    """Every tensor the config implies is present with the implied shape; all problems at once."""
+def check_shapes(source: WeightSource, config: dict, task: str, require_head: bool = False) -> list[Finding]:
+    """Every tensor the config implies is present with the implied shape; all problems at once.
+
+    A task head missing from the checkpoint is fine for fine-tuning (it starts random) and an
+    error with ``require_head`` (inference and export, where it would produce noise).
+    """
     expected = expected_tensors(config, task)
     actual = source.tensors
     config_path = source.files.config
@@ -91,10 +95,17 @@ def check_shapes(source: WeightSource, config: dict, task: str) -> list[Finding]
             + _first_few(unexpected, 5),
             "check that the checkpoint is a BERT and the config matches it"))
     if fresh:
-        findings.append(Finding(
-            "weights", INFO,
-            f"the {task} head ({', '.join(sorted({n.rsplit('.', 1)[0] for n in fresh}))}) is not in "
-            "the checkpoint and starts from random values", "fine-tune it before relying on its outputs"))
+        head = ", ".join(sorted({n.rsplit(".", 1)[0] for n in fresh}))
+        if require_head:
+            fix = ("use a checkpoint saved with a masked-LM head (BertForMaskedLM or BertForPreTraining)"
+                   if task == "fill_mask" else "fine-tune a classifier first: python -m tfbert.finetune")
+            err = CheckpointNotFoundError(
+                f"the checkpoint has no {task} head ({head}); its outputs would be noise",
+                where=source.files.root, fix=fix)
+            findings.append(_error("weights", err))
+        else:
+            findings.append(Finding("weights", INFO, f"the {task} head ({head}) is not in the checkpoint and "
+                                    "starts from random values", "fine-tune it before relying on its outputs"))
     if not mismatched and not missing:
         n_params = sum(int(np.prod(s)) for s in expected.values())
         findings.insert(0, Finding("weights", OK, f"{len(expected)} tensors, {n_params:,} parameters, "
