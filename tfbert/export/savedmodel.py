@@ -1,0 +1,130 @@
+"""SavedModel for TF Serving: raw-string and token-id signatures, warmup records, assets, manifest.
+
+The serving module tokenizes inside the graph with tensorflow-text (the same
+:class:`tfbert.tokenizer.BertTokenizer` that predict and fine-tune use), so the ids a
+server computes can never drift from the ones tfbert computed when it verified the export.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from tfbert.model import label_names, task_outputs
+from tfbert.tf import import_tensorflow
+
+SERVING_DEFAULT = "serving_default"
+TOKENIZED = "tokenized"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5,
+                         pooling: str = "mean"):
+    """A ``tf.Module`` whose two tf.functions are the SavedModel's signatures.
+
+    ``serving_default`` takes ``text`` (string [batch]) and tokenizes in the graph;
+    ``tokenized`` takes ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
+    [batch, seq], both dimensions dynamic). Outputs are :func:`tfbert.model.task_outputs`'
+    plus, for classification, ``labels`` (the class names) and, for fill-mask,
+    ``top_k_tokens`` (the token strings).
+    """
+    tf = import_tensorflow()
+    compute = task_outputs(model, task, pooling=pooling, top_k=top_k)
+    names = label_names(model.config.to_dict()) if task == "classify" else None
+
+    class ServingModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="tfbert_serving")
+            self.model = model
+            self.tokenizer = tokenizer
+            if names is not None:
+                self.label_table = tf.constant(names)
+
+        def _finish(self, outputs):
+            if task == "classify":
+                outputs["labels"] = tf.gather(self.label_table, outputs["label_ids"])
+            elif task == "fill_mask":
+                outputs["top_k_tokens"] = self.tokenizer.id_to_token(outputs["top_k_ids"])
+            return outputs
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve_text(self, text):
+            return self._finish(compute(self.tokenizer.tokenize(text, max_seq_length)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+                                      tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+                                      tf.TensorSpec([None, None], tf.int32, name="token_type_ids")])
+        def serve_tokenized(self, input_ids, attention_mask, token_type_ids):
+            return self._finish(compute({"input_ids": input_ids, "attention_mask": attention_mask,
+                                         "token_type_ids": token_type_ids}))
+
+    return ServingModule()
+
+
+def signature_inputs(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs for every signature from the same texts (ids from tfbert's own tokenizer)."""
+    ids = tokenizer.tokenize_numpy(texts, max_seq_length)
+    return {
+        SERVING_DEFAULT: {"text": np.array([t.encode("utf-8") for t in texts], dtype=object)},
+        TOKENIZED: {k: ids[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")},
+    }
+
+
+def run_signatures(module, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Outputs of the in-memory module's signatures, as numpy."""
+    functions = {SERVING_DEFAULT: module.serve_text, TOKENIZED: module.serve_tokenized}
+    return {sig: {k: v.numpy() for k, v in functions[sig](**args).items()} for sig, args in inputs.items()}
+
+
+def write_saved_model(module, directory: str, *, vocab_file: str, labels: list[str] | None = None) -> None:
+    """Save ``module`` with both signatures, and its vocab (and labels) under ``assets/``."""
+    tf = import_tensorflow()
+    signatures = {SERVING_DEFAULT: module.serve_text.get_concrete_function(),
+                  TOKENIZED: module.serve_tokenized.get_concrete_function()}
+    tf.saved_model.save(module, directory, signatures=signatures)
+    assets = os.path.join(directory, "assets")
+    os.makedirs(assets, exist_ok=True)
+    if not os.path.exists(os.path.join(assets, "vocab.txt")):
+        shutil.copyfile(vocab_file, os.path.join(assets, "vocab.txt"))
+    if labels is not None:
+        with open(os.path.join(assets, "labels.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(labels) + "\n")
+
+
+def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> str:
+    """``assets.extra/tf_serving_warmup_requests``: PredictionLog records TF Serving replays on load.
+
+    One request per batch size 1, 2, 4, ... up to ``len(texts)``, so the first real requests
+    of each common size do not pay for graph warm-up.
+    """
+    tf = import_tensorflow()
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    path = os.path.join(directory, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sizes = [1]
+    while sizes[-1] * 2 <= len(texts):
+        sizes.append(sizes[-1] * 2)
+    with tf.io.TFRecordWriter(path) as writer:
+        for size in sizes:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = SERVING_DEFAULT
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts[:size], dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(path: str) -> list:
+    """The PredictRequests in a warmup file (for verification and tests)."""
+    tf = import_tensorflow()
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        requests.append(log.predict_log.request)
+    return requests

@@ -1,0 +1,123 @@
+"""Verification of exports against the in-memory model, and the fidelity metrics every report uses.
+
+A SavedModel is verified in a *fresh process* (``python -m tfbert.export.verify``), which
+loads only the files on disk, the way a model server will: nothing in the exporting
+process's memory can mask a missing asset or an untraced function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tfbert.errors import ExportError
+
+# Outputs compared for fidelity, per task: the main output and how to score it.
+MAIN_OUTPUT = {"embed": "sentence_embedding", "classify": "probabilities", "fill_mask": "top_k_probabilities"}
+
+
+def fidelity(reference: np.ndarray, candidate: np.ndarray, task: str) -> dict[str, float]:
+    """Cosine (mean and min over rows), max abs diff and argmax agreement of two output arrays.
+
+    Example:
+        >>> a = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> fidelity(a, a, "embed")["cosine_min"]
+        1.0
+    """
+    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
+    cand = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-12)
+    out = {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
+           "max_abs_diff": float(np.abs(ref - cand).max())}
+    if task == "classify":
+        out["argmax_agreement"] = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+    return out
+
+
+def compare_outputs(expected: dict[str, dict[str, np.ndarray]], actual: dict[str, dict[str, np.ndarray]],
+                    where: str, atol: float = 1e-4) -> dict[str, float]:
+    """Every signature's every output must match; returns the largest numeric difference per signature.
+
+    Raises:
+        ExportError: a signature or output is missing, or differs beyond ``atol`` (strings: exactly).
+    """
+    worst = {}
+    for signature, outputs in expected.items():
+        if signature not in actual:
+            raise ExportError("signature missing after reload", where=f"{where}: {signature}",
+                              fix="report this as a bug: the export did not save every signature")
+        worst[signature] = 0.0
+        for key, value in outputs.items():
+            got = actual[signature].get(key)
+            if got is None or got.shape != value.shape:
+                raise ExportError("output missing or of another shape after reload",
+                                  where=f"{where}: {signature}/{key}", expected=value.shape,
+                                  actual=None if got is None else got.shape, fix="report this as a bug")
+            if value.dtype.kind in "OSU":
+                if not np.array_equal(value, got):
+                    raise ExportError("string output differs after reload", where=f"{where}: {signature}/{key}",
+                                      fix="report this as a bug")
+                continue
+            diff = float(np.abs(value.astype(np.float64) - got.astype(np.float64)).max()) if value.size else 0.0
+            if diff > atol:
+                raise ExportError("output differs from the in-memory model after reload",
+                                  where=f"{where}: {signature}/{key}", expected=f"max abs diff <= {atol}",
+                                  actual=f"{diff:.3g}", fix="report this as a bug; nothing was published")
+            worst[signature] = max(worst[signature], diff)
+    return worst
+
+
+def _save_nested(path: str, nested: dict[str, dict[str, np.ndarray]]) -> None:
+    flat = {f"{sig}/{key}": value for sig, values in nested.items() for key, value in values.items()}
+    np.savez(path, **flat)
+
+
+def _load_nested(path: str) -> dict[str, dict[str, np.ndarray]]:
+    nested: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=True) as data:  # our own file, written a moment ago
+        for name in data.files:
+            sig, key = name.split("/", 1)
+            nested.setdefault(sig, {})[key] = data[name]
+    return nested
+
+
+def run_saved_model_in_fresh_process(directory: str, inputs: dict[str, dict[str, np.ndarray]],
+                                     timeout: float = 600) -> dict[str, dict[str, np.ndarray]]:
+    """Load the SavedModel at ``directory`` in a new Python process and run every signature on ``inputs``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        in_path, out_path = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
+        _save_nested(in_path, inputs)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
+        result = subprocess.run([sys.executable, "-m", "tfbert.export.verify", directory, in_path, out_path],
+                                capture_output=True, text=True, timeout=timeout, env=env)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExportError(f"the SavedModel does not load or run in a fresh process ({last})",
+                              where=directory, fix="report this as a bug; nothing was published")
+        return _load_nested(out_path)
+
+
+def _child(directory: str, in_path: str, out_path: str) -> None:
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
+
+    loaded = tf.saved_model.load(directory)
+    outputs = {}
+    for signature, args in _load_nested(in_path).items():
+        fn = loaded.signatures[signature]
+        tensors = {k: tf.constant(v.tolist() if v.dtype == object else v) for k, v in args.items()}
+        outputs[signature] = {k: v.numpy() for k, v in fn(**tensors).items()}
+    _save_nested(out_path, outputs)
+    print(json.dumps({"signatures": sorted(outputs)}))
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:4])
