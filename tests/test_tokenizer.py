@@ -33,7 +33,7 @@ def test_ids_equal_hugging_face(tokenizers, max_length):
 
 def test_pairs_truncate_longest_first_like_hugging_face(tokenizers):
     ours, hf = tokenizers
-    a, b = HARD[:8] + ["short"], read_texts()[:8] + ["a much longer second text " * 5]
+    a, b = [*HARD[:8], "short"], [*read_texts()[:8], "a much longer second text " * 5]
     got = ours.tokenize_numpy(a, 14, text_pairs=b)
     want = hf(a, b, padding="longest", truncation="longest_first", max_length=14, return_tensors="np")
     for key in ("input_ids", "attention_mask", "token_type_ids"):
