@@ -18,7 +18,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ("the a is was of and to in it on cat dog bird sat ran flew red blue green good bad "
          "hello world yes no movie film great terrible fun boring happy sad").split()
-VOCAB = SPECIALS + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+VOCAB = list(dict.fromkeys(SPECIALS + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+                           + list("abcdefghijklmnopqrstuvwxyz.,!?")))
 
 TINY_CONFIG = {
     "model_type": "bert", "vocab_size": len(VOCAB), "hidden_size": 32, "num_hidden_layers": 2,

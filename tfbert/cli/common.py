@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from tfbert.errors import TfbertError
 
@@ -35,6 +36,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     def wrapped(argv: list[str]) -> int | None:
         logging.basicConfig(level=logging.INFO if FLAGS.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.WARNING)
         try:
             return main(argv)
         except TfbertError as e:

@@ -1,0 +1,118 @@
+"""SavedModel export: TF Serving layout, parity with Hugging Face, warmup records, atomic versions."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import tiny
+from tfbert import errors
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    reference = tiny.reference_model("classify", seed=7)
+    directory = tiny.write_safetensors(str(tmp_path_factory.mktemp("clf") / "ckpt"), reference)
+    return reference, directory
+
+
+def _export(directory, out, **kwargs):
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export import export_saved_model
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    files = find_checkpoint(directory)
+    model = load(directory, task="classify", require_head=True)
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    return export_saved_model(model, tokenizer, task="classify", vocab_file=files.vocab, output_dir=str(out),
+                              name="tiny", max_seq_length=32, texts=TEXTS, **kwargs)
+
+
+TEXTS = ["the cat sat on the red mat", "a dog ran", "", "hello world!", "the bird flew " * 20]
+
+
+def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
+    from transformers import BertTokenizerFast
+
+    from tfbert.export.savedmodel import read_warmup_requests
+    from tfbert.tf import import_tensorflow
+
+    reference, directory = classifier
+    result = _export(directory, tmp_path)
+    version_dir = tmp_path / "tiny" / "1"
+    assert result.path == str(version_dir) and result.version == 1
+    for name in ("saved_model.pb", "assets/vocab.txt", "assets/labels.txt", "SHA256SUMS",
+                 "assets.extra/tf_serving_warmup_requests"):
+        assert (version_dir / name).is_file(), name
+    assert (version_dir / "assets/labels.txt").read_text().split() == ["negative", "positive", "neutral"]
+    requests = read_warmup_requests(str(version_dir / "assets.extra/tf_serving_warmup_requests"))
+    assert requests and all(r.model_spec.name == "tiny" and r.model_spec.signature_name == "serving_default"
+                            for r in requests)
+
+    tf = import_tensorflow()
+    loaded = tf.saved_model.load(str(version_dir))
+    served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    hf_tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    batch = hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np")
+    logits = reference(**{k: v.astype(np.int32) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(served["logits"].numpy(), logits, atol=1e-5)
+    labels = np.array(["negative", "positive", "neutral"])[logits.argmax(-1)]
+    assert [s.decode() for s in served["labels"].numpy()] == labels.tolist()
+    ids = loaded.signatures["tokenized"](**{k: tf.constant(v.astype(np.int32)) for k, v in batch.items()})
+    np.testing.assert_allclose(ids["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5)
+
+
+def test_versions_are_never_overwritten_by_accident(classifier, tmp_path):
+    _, directory = classifier
+    assert _export(directory, tmp_path).version == 1
+    assert _export(directory, tmp_path).version == 2
+    with pytest.raises(errors.BadInputError) as info:
+        _export(directory, tmp_path, version=1)
+    assert "--overwrite" in str(info.value)
+    assert _export(directory, tmp_path, version=1, overwrite=True).version == 1
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["1", "2"]
+
+
+def test_failed_verification_publishes_nothing(classifier, tmp_path, monkeypatch):
+    from tfbert.export import verify
+
+    _, directory = classifier
+
+    def broken(*args, **kwargs):
+        raise errors.ExportError("simulated verification failure", fix="none")
+
+    monkeypatch.setattr(verify, "run_saved_model_in_fresh_process", broken)
+    with pytest.raises(errors.ExportError):
+        _export(directory, tmp_path)
+    assert os.listdir(tmp_path / "tiny") == []
+
+
+def test_killed_export_leaves_no_version_and_is_cleaned_up(classifier, tmp_path):
+    import signal
+    import time
+
+    _, directory = classifier
+    cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--task=classify",
+           f"--output_dir={tmp_path}", "--name=tiny", "--max_seq_length=32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    model_dir = tmp_path / "tiny"
+    while time.time() < deadline and not (model_dir.is_dir() and any(p.startswith(".tmp-") for p in os.listdir(model_dir))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not [d for d in os.listdir(model_dir) if d.isdigit()]  # nothing half-written was published
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(model_dir)) == ["1"]  # the leftover temporary was removed
+
+
+def test_export_cli_error_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tfbert.export", "--model=/no/such/dir", f"--output_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "/no/such/dir" in result.stderr
+    assert "Traceback" not in result.stderr
