@@ -19,7 +19,8 @@ flags.DEFINE_string("output_dir", "exported", "Where <name>/<version>/ goes.")
 flags.DEFINE_string("name", None, "Model name (default: from the checkpoint directory).")
 flags.DEFINE_integer("version", None, "SavedModel version (default: the next free integer).", lower_bound=1)
 flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask"], "What the exported model computes.")
-flags.DEFINE_boolean("quantize", False, "Also write a TFLite model quantized with --quantization.")
+flags.DEFINE_boolean("quantize", False, "Also write a TFLite model quantized with --quantization "
+                     "(alone: int8).")
 flags.DEFINE_enum("quantization", "int8", ["int8", "dynamic", "fp16", "none"],
                   "TFLite quantization: full-integer int8, dynamic-range int8, float16 weights, or fp32.")
 flags.DEFINE_string("calibration_data", None, "Text file (one text per line) for int8 calibration "
@@ -69,6 +70,23 @@ def main(argv: list[str]) -> int:
         print(f"SavedModel  {result.path}  {result.size_bytes / 2**20:.1f} MiB  signatures "
               f"{', '.join(result.signatures)}  verified in a fresh process on {result.verified_texts} texts "
               f"(max abs diff {diffs})  {result.seconds:.1f} s")
+    if FLAGS.quantize:
+        from tfbert.export import export_tflite
+        from tfbert.export.samples import read_texts
+
+        calibration = read_texts(FLAGS.calibration_data) if FLAGS.calibration_data else None
+        version = result.version if FLAGS.saved_model else (FLAGS.version or 1)
+        lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
+                             output_dir=FLAGS.output_dir, name=name, version=version, overwrite=FLAGS.overwrite,
+                             max_seq_length=FLAGS.max_seq_length, calibration_texts=calibration,
+                             min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
+                             allow_accuracy_drop=FLAGS.allow_accuracy_drop, progress=_progress)
+        f = lite.fidelity
+        agreement = f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f else ""
+        print(f"TFLite      {lite.path}  {lite.size_bytes / 2**20:.1f} MiB (fp32 {lite.fp32_size_bytes / 2**20:.1f})  "
+              f"cosine vs fp32 mean {f['cosine_mean']:.5f} min {f['cosine_min']:.5f}  max abs diff "
+              f"{f['max_abs_diff']:.2e}{agreement}  speed {lite.speedup_vs_fp32:.2f}x fp32  {lite.seconds:.1f} s")
+        print(f"report      {lite.report_paths[1]}")
     return 0
 
 

@@ -13,6 +13,8 @@ import os
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.export import layout, savedmodel, verify
 from tfbert.export.samples import EDGE_CASES, read_texts, split_texts
@@ -83,4 +85,114 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
                             verified_texts=len(held_out))
 
 
-__all__ = ["SavedModelExport", "export_saved_model"]
+
+
+@dataclasses.dataclass
+class TFLiteExport:
+    """What :func:`export_tflite` published and its report."""
+
+    path: str
+    quantization: str
+    size_bytes: int
+    fidelity: dict[str, float]
+    speedup_vs_fp32: float
+    fp32_size_bytes: int
+    layer_errors: list[dict[str, float]]
+    seconds: float
+    report_paths: tuple[str, str]
+
+
+def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir: str, name: str,
+                  version: int, overwrite: bool = False, max_seq_length: int = 128,
+                  calibration_texts: list[str] | None = None, held_out_texts: list[str] | None = None,
+                  min_cosine: float = 0.99, min_agreement: float = 0.99, allow_accuracy_drop: bool = False,
+                  num_threads: int = 2, progress: Progress = lambda message: None) -> TFLiteExport:
+    """Convert, measure against fp32 on held-out text, gate on accuracy, and publish a .tflite.
+
+    Writes ``<output_dir>/<name>-tflite/<version>/model_<quantization>.tflite`` with
+    ``report.json`` / ``report.md`` and a ``SHA256SUMS`` manifest, all staged and renamed
+    into place only when the accuracy gate passes (or ``allow_accuracy_drop``).
+
+    Raises:
+        ExportError: below the gate (sentence cosine ``min_cosine``, or argmax agreement
+            ``min_agreement`` for classification) — nothing is published.
+    """
+    from tfbert.errors import ExportError
+    from tfbert.export import tflite
+    from tfbert.report import Report
+
+    start = time.perf_counter()
+    calibration, held_out = split_texts(read_texts())
+    calibration = calibration_texts or calibration
+    held_out = held_out_texts or held_out
+
+    def batches(texts: list[str], size: int) -> list[dict]:
+        # Length-sorted windows, like predict's bucketing, padded to each batch's longest.
+        out = []
+        for i in range(0, len(texts), size):
+            ids = tokenizer.tokenize_numpy(texts[i:i + size], max_seq_length)
+            out.append({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})
+        return out
+
+    graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), task)
+    progress(f"converting fp32 reference ({task})")
+    fp32 = tflite.convert(graph.module(), "none")
+    if quantization == "int8":
+        progress(f"calibrating SmoothQuant scales on {len(calibration)} texts")
+        graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
+    progress(f"converting {quantization}")
+    converted = fp32 if quantization == "none" else tflite.convert(graph.module(), quantization)
+    progress(f"verifying on {len(held_out)} held-out texts")
+    eval_batches = batches(held_out, 32)
+    runners = {"fp32": tflite.TFLiteRunner(fp32, num_threads),
+               quantization: tflite.TFLiteRunner(converted, num_threads)}
+    key = verify.MAIN_OUTPUT[task]
+    reference = tflite.run_batches(runners["fp32"], eval_batches, key)
+    candidate = tflite.run_batches(runners[quantization], eval_batches, key)
+    scores = verify.fidelity(reference, candidate, task)
+    keras_check = _keras_reference(model, task, eval_batches[:1])
+    scores["fp32_vs_keras_max_abs_diff"] = float(np.abs(reference[: len(keras_check)] - keras_check).max())
+    timings = tflite.time_runners(runners, eval_batches) if quantization != "none" else {"none": 1.0, "fp32": 1.0}
+    speedup = timings["fp32"] / timings[quantization]
+    layer_errors = tflite.matmul_errors(graph, eval_batches[0]) if quantization in ("int8", "dynamic") else []
+    gate_ok = scores["cosine_mean"] >= min_cosine and scores.get("argmax_agreement", 1.0) >= min_agreement
+    report = Report(
+        f"tfbert TFLite export: {name} ({quantization})",
+        ["layer", "qkv", "out", "ffn_in", "ffn_out"], layer_errors,
+        {"task": task, "quantization": quantization, "size_mib": len(converted) / 2**20,
+         "fp32_size_mib": len(fp32) / 2**20, **scores, "speedup_vs_fp32": speedup,
+         "held_out_texts": len(held_out), "calibration_texts": len(calibration) if quantization == "int8" else 0,
+         "accuracy_gate": f"cosine >= {min_cosine}"
+         + (f", agreement >= {min_agreement}" if task == "classify" else ""),
+         "gate_passed": gate_ok})
+    if not gate_ok and not allow_accuracy_drop:
+        worst = (f"cosine {scores['cosine_mean']:.4f}" if scores["cosine_mean"] < min_cosine
+                 else f"argmax agreement {scores['argmax_agreement']:.4f}")
+        raise ExportError(f"{quantization} model falls below the accuracy gate; nothing was published",
+                          where=f"{name} {quantization}", expected=report.summary["accuracy_gate"], actual=worst,
+                          fix="use --quantization=dynamic or fp16, more representative --calibration_data, "
+                              "or --allow_accuracy_drop to publish anyway")
+    target = os.path.join(output_dir, f"{layout.safe_name(name)}-tflite", str(version))
+    with layout.staged_directory(target, overwrite=overwrite) as tmp:
+        path = os.path.join(tmp, f"model_{quantization}.tflite")
+        with open(path, "wb") as f:
+            f.write(converted)
+        report.summary["seconds"] = time.perf_counter() - start
+        paths = report.write(os.path.join(tmp, "report"))
+        write_manifest(tmp)
+    final = os.path.join(target, os.path.basename(path))
+    return TFLiteExport(final, quantization, len(converted), scores, speedup, len(fp32), layer_errors,
+                        time.perf_counter() - start,
+                        tuple(os.path.join(target, os.path.basename(p)) for p in paths))
+
+
+def _keras_reference(model, task: str, batches: list[dict]):
+    """The Keras model's own output for the same batches (checks the rebuilt graph)."""
+    from tfbert.model import task_outputs
+
+    run = task_outputs(model, task)
+    key = verify.MAIN_OUTPUT[task]
+    return np.concatenate([run(dict(b))[key].numpy() for b in batches])
+
+
+__all__ = ["SavedModelExport", "TFLiteExport", "export_saved_model", "export_tflite"]
