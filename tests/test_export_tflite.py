@@ -1,0 +1,102 @@
+"""TFLite export: every precision against the Keras model, dynamic shapes, the accuracy gate."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests import tiny
+from tfbert import errors
+
+
+@pytest.fixture(scope="module")
+def tiny_embed(tmp_path_factory):
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    reference = tiny.reference_model("embed", seed=11)
+    directory = tiny.write_safetensors(str(tmp_path_factory.mktemp("lite") / "ckpt"), reference)
+    files = find_checkpoint(directory)
+    return load(directory, require_head=True), BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+
+
+TEXTS = ["the cat sat on the red mat", "a dog ran", "hello world!", "the bird flew " * 5, "good movie",
+         "bad film was boring", "yes", "no no no"] * 3
+
+
+def test_rebuilt_graph_matches_keras_for_each_shape(tiny_embed):
+    from tfbert.export import tflite
+    from tfbert.model import mean_pool
+
+    model, tokenizer = tiny_embed
+    graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), "embed")
+    runner = tflite.TFLiteRunner(tflite.convert(graph.module(), "none"))
+    for texts in (TEXTS[:1], TEXTS[:5], TEXTS):  # batch and sequence length both change
+        ids = tokenizer.tokenize_numpy(texts, 32)
+        hidden = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
+        expected = mean_pool(hidden, ids["attention_mask"]).numpy()
+        got = runner(ids)["sentence_embedding"]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantization", ["fp16", "dynamic", "int8"])
+def test_quantized_exports_pass_the_gate_and_are_published(tiny_embed, tmp_path, quantization):
+    from tfbert.export import export_tflite
+
+    model, tokenizer = tiny_embed
+    result = export_tflite(model, tokenizer, task="embed", quantization=quantization, output_dir=str(tmp_path),
+                           name="tiny", version=1, max_seq_length=32, calibration_texts=TEXTS,
+                           held_out_texts=TEXTS[:8])
+    assert result.path == os.path.join(str(tmp_path), "tiny-tflite", "1", f"model_{quantization}.tflite")
+    assert os.path.isfile(result.path)
+    assert result.fidelity["cosine_mean"] >= 0.99
+    assert result.size_bytes < result.fp32_size_bytes
+    folder = os.path.dirname(result.path)
+    assert {"report.json", "report.md", "SHA256SUMS"} <= set(os.listdir(folder))
+    if quantization != "fp16":
+        assert len(result.layer_errors) == model.config.num_hidden_layers
+
+
+def test_accuracy_gate_refuses_a_broken_quantization(tiny_embed, tmp_path, monkeypatch):
+    from tfbert.export import export_tflite, tflite
+
+    model, tokenizer = tiny_embed
+    real_convert = tflite.convert
+
+    def broken(module, quantization):
+        # A quantizer bug: weights scrambled before conversion (the float reference is untouched).
+        if quantization == "none":
+            return real_convert(module, quantization)
+        graph = tflite.EncoderGraph({k: np.random.default_rng(0).permutation(v.ravel()).reshape(v.shape)
+                                     for k, v in tflite.model_weights(model).items()},
+                                    model.config.to_dict(), "embed")
+        return real_convert(graph.module(), quantization)
+
+    monkeypatch.setattr(tflite, "convert", broken)
+    with pytest.raises(errors.ExportError) as info:
+        export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path),
+                      name="tiny", version=1, max_seq_length=32, held_out_texts=TEXTS[:8])
+    assert "accuracy gate" in str(info.value) and "--allow_accuracy_drop" in str(info.value)
+    assert not os.path.exists(tmp_path / "tiny-tflite" / "1")
+    published = export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path),
+                              name="tiny", version=1, max_seq_length=32, held_out_texts=TEXTS[:8],
+                              allow_accuracy_drop=True)
+    assert os.path.isfile(published.path) and published.fidelity["cosine_mean"] < 0.99
+
+
+def test_classifier_tflite_agrees_with_keras(tmp_path):
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export import export_tflite
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    reference = tiny.reference_model("classify", seed=12)
+    directory = tiny.write_safetensors(str(tmp_path / "clf"), reference)
+    files = find_checkpoint(directory)
+    model = load(directory, task="classify", require_head=True)
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    result = export_tflite(model, tokenizer, task="classify", quantization="none", output_dir=str(tmp_path / "out"),
+                           name="clf", version=1, max_seq_length=32, held_out_texts=TEXTS)
+    assert result.fidelity["fp32_vs_keras_max_abs_diff"] < 1e-5
+    assert result.fidelity["argmax_agreement"] == 1.0
