@@ -1,5 +1,6 @@
 """SavedModel export: TF Serving layout, parity with Hugging Face, warmup records, atomic versions."""
 
+import json
 import os
 import subprocess
 import sys
@@ -100,7 +101,10 @@ def test_killed_export_leaves_no_version_and_is_cleaned_up(classifier, tmp_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     model_dir = tmp_path / "tiny"
-    while time.time() < deadline and not (model_dir.is_dir() and any(p.startswith(".tmp-") for p in os.listdir(model_dir))):
+    def staging() -> bool:
+        return model_dir.is_dir() and any(p.startswith(".tmp-") for p in os.listdir(model_dir))
+
+    while time.time() < deadline and not staging():
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -116,3 +120,13 @@ def test_export_cli_error_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "/no/such/dir" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_accepts_the_savedmodel(classifier, tmp_path):
+    _, directory = classifier
+    result = _export(directory, tmp_path)
+    out = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={result.path}", "--json"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    message = next(row["message"] for row in json.loads(out.stdout)["rows"] if row["check"] == "files")
+    assert "serving_default(text)" in message and "tokenized(attention_mask, input_ids, token_type_ids)" in message

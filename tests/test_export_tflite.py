@@ -1,5 +1,6 @@
 """TFLite export: every precision against the Keras model, dynamic shapes, the accuracy gate."""
 
+import json
 import os
 
 import numpy as np
@@ -100,3 +101,25 @@ def test_classifier_tflite_agrees_with_keras(tmp_path):
                            name="clf", version=1, max_seq_length=32, held_out_texts=TEXTS)
     assert result.fidelity["fp32_vs_keras_max_abs_diff"] < 1e-5
     assert result.fidelity["argmax_agreement"] == 1.0
+
+
+def test_doctor_accepts_the_tflite_and_catches_tampering(tiny_embed, tmp_path):
+    import subprocess
+    import sys
+
+    from tfbert.export import export_tflite
+
+    model, tokenizer = tiny_embed
+    result = export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path),
+                           name="tiny", version=1, max_seq_length=32, held_out_texts=TEXTS[:8])
+    doctor = [sys.executable, "-m", "tfbert.doctor", f"--model={result.path}", "--json"]
+    healthy = subprocess.run(doctor, capture_output=True, text=True, timeout=120)
+    assert healthy.returncode == 0, healthy.stdout
+    assert "runs in LiteRT: sentence_embedding [1, 32]" in healthy.stdout
+    with open(result.path, "r+b") as f:
+        f.seek(os.path.getsize(result.path) // 2)
+        f.write(b"\x00" * 64)
+    damaged = subprocess.run(doctor, capture_output=True, text=True, timeout=120)
+    assert damaged.returncode == 2
+    messages = [row["message"] for row in json.loads(damaged.stdout)["rows"] if row["status"] == "error"]
+    assert any("model_dynamic.tflite: sha256 differs from the manifest" in m for m in messages)

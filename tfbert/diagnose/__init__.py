@@ -16,6 +16,7 @@ from tfbert.checkpoint import (
     find_checkpoint,
     open_weights,
 )
+from tfbert.diagnose.artifacts import check_artifact, is_artifact
 from tfbert.diagnose.config_checks import _error, check_config, check_seq_length, check_vocab, read_config
 from tfbert.diagnose.environment import check_environment
 from tfbert.diagnose.memory import check_memory
@@ -55,9 +56,8 @@ class Diagnosis:
 
     def report(self) -> Report:
         where = self.files.root if self.files else self.model
-        return Report.from_findings(f"tfbert doctor: {where}", self.findings,
-                                    format=self.files.format if self.files else None,
-                                    exit_code=self.exit_code)
+        summary = {"format": self.files.format} if self.files else {}
+        return Report.from_findings(f"tfbert doctor: {where}", self.findings, **summary, exit_code=self.exit_code)
 
     def close(self) -> None:
         if self.source is not None:
@@ -79,7 +79,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     """Pre-flight checks for loading ``model`` (default: the embedded MiniLM) for ``task``.
 
     Args:
-        model: checkpoint directory, TF1 checkpoint prefix, or None for the embedded MiniLM.
+        model: checkpoint directory, TF1 checkpoint prefix, an exported SavedModel directory or
+            .tflite file, or None for the embedded MiniLM.
         task: ``embed``, ``classify`` or ``fill_mask``.
         batch_size, seq_length, dtype, training, trainable_layers: the run the memory check is for
             (seq_length None: the shorter of 128 and the model's limit, not checked against it).
@@ -98,6 +99,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     findings: list[Finding] = []
     if environment:
         findings += check_environment()
+    if model is not None and is_artifact(os.fspath(model)):
+        return Diagnosis(None, None, findings + check_artifact(os.fspath(model)), model=os.fspath(model))
     try:
         files = find_checkpoint(model)
     except TfbertError as e:

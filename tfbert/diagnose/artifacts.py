@@ -1,0 +1,75 @@
+"""Checks for what ``tfbert.export`` wrote: a SavedModel directory or a .tflite file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tfbert.checkpoint.files import MANIFEST_NAME
+from tfbert.checkpoint.manifest import verify_manifest
+from tfbert.diagnose.config_checks import _error
+from tfbert.errors import CorruptCheckpointError
+from tfbert.report import OK, WARN, Finding
+
+
+def is_artifact(path: str | None) -> bool:
+    """True for a SavedModel directory or a .tflite file."""
+    return bool(path) and (os.path.isfile(os.path.join(path, "saved_model.pb"))
+                           or (os.path.isfile(path) and path.endswith(".tflite")))
+
+
+def _manifest_findings(root: str) -> list[Finding]:
+    manifest = os.path.join(root, MANIFEST_NAME)
+    if not os.path.isfile(manifest):
+        return [Finding("integrity", WARN, f"no {MANIFEST_NAME} next to the model: integrity cannot be checked",
+                        "export with tfbert.export, which writes one")]
+    bad = verify_manifest(root, manifest)
+    if not bad:
+        return [Finding("integrity", OK, f"sha256 of every file matches {MANIFEST_NAME}")]
+    return [_error("integrity", CorruptCheckpointError(
+        "sha256 differs from the manifest", where=os.path.join(root, rel), expected=exp[:16] + "…",
+        actual=act if act == "missing" else act[:16] + "…", fix="export again or copy the files again"))
+        for rel, exp, act in bad]
+
+
+def check_artifact(path: str) -> list[Finding]:
+    """Integrity, loadability and signatures of an exported model."""
+    if path.endswith(".tflite"):
+        findings = _manifest_findings(os.path.dirname(os.path.abspath(path)))
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            return [*findings, _error("files", CorruptCheckpointError(
+                "not a TFLite flatbuffer", where=path, expected="identifier TFL3 at byte 4",
+                actual=head[4:8] or "a short file", fix="export again"))]
+        from tfbert.export.tflite import TFLiteRunner
+
+        try:
+            runner = TFLiteRunner(path)
+            ids = np.array([[2, 5, 6, 3]], np.int32)
+            outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        except (ValueError, RuntimeError) as e:
+            return [*findings, _error("files", CorruptCheckpointError(
+                f"LiteRT cannot run it ({str(e).splitlines()[0]})", where=path, fix="export again"))]
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
+        return [Finding("files", OK, f"TFLite model, {os.path.getsize(path) / 2**20:.1f} MiB; runs in LiteRT: "
+                        f"{shapes}"), *findings]
+    findings = _manifest_findings(path)
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import tensorflow_text  # noqa: F401  (the tokenizer ops of serving_default)
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # TF raises many types for a damaged SavedModel
+        return [*findings, _error("files", CorruptCheckpointError(
+            f"the SavedModel does not load ({str(e).splitlines()[0][:200]})", where=path, fix="export again"))]
+    signatures = {name: sorted(fn.structured_input_signature[1]) for name, fn in loaded.signatures.items()}
+    text = "; ".join(f"{name}({', '.join(args)})" for name, args in sorted(signatures.items()))
+    findings.insert(0, Finding("files", OK, f"SavedModel with signatures {text}"))
+    if "serving_default" not in signatures:
+        findings.append(Finding("files", WARN, "no serving_default signature: TF Serving clients must name one",
+                                "export with tfbert.export"))
+    return findings
