@@ -1,0 +1,15 @@
+"""Stage 5b — predict: batched inference on tf.data, one :class:`Predictor` over every backend.
+
+Importing this package does not import TensorFlow.
+
+Example:
+    >>> from tfbert.predict import Predictor
+    >>> Predictor(task="embed").predict(["a cat sat"])["sentence_embedding"].shape
+    (1, 384)
+"""
+
+from tfbert.predict.pipeline import ReadStats, batched_inputs, count_records, text_dataset, texts_dataset
+from tfbert.predict.predictor import BACKENDS, TASKS, Predictor, Progress, assemble, resolve_backend
+
+__all__ = ["BACKENDS", "TASKS", "Predictor", "Progress", "ReadStats", "assemble", "batched_inputs",
+           "count_records", "resolve_backend", "text_dataset", "texts_dataset"]
