@@ -87,16 +87,10 @@ def test_accuracy_gate_refuses_a_broken_quantization(tiny_embed, tmp_path, monke
 
 
 def test_classifier_tflite_agrees_with_keras(tmp_path):
-    from tfbert.checkpoint import find_checkpoint
     from tfbert.export import export_tflite
-    from tfbert.model import load
-    from tfbert.tokenizer import BertTokenizer
 
     reference = tiny.reference_model("classify", seed=12)
-    directory = tiny.write_safetensors(str(tmp_path / "clf"), reference)
-    files = find_checkpoint(directory)
-    model = load(directory, task="classify", require_head=True)
-    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    model, tokenizer, _ = tiny.checkpoint_with_tokenizer(str(tmp_path / "clf"), reference, "classify")
     result = export_tflite(model, tokenizer, task="classify", quantization="none", output_dir=str(tmp_path / "out"),
                            name="clf", version=1, max_seq_length=32, held_out_texts=TEXTS)
     assert result.fidelity["fp32_vs_keras_max_abs_diff"] < 1e-5

@@ -87,17 +87,11 @@ def test_tflite_backend_matches_keras(embed_ckpt, golden, tmp_path):
 def test_savedmodel_backend_matches_hugging_face(tmp_path):
     from transformers import BertTokenizerFast
 
-    from tfbert.checkpoint import find_checkpoint
     from tfbert.export import export_saved_model
-    from tfbert.model import load
     from tfbert.predict import Predictor
-    from tfbert.tokenizer import BertTokenizer
 
     reference = tiny.reference_model("classify", seed=5)
-    directory = tiny.write_safetensors(str(tmp_path / "clf"), reference)
-    files = find_checkpoint(directory)
-    model = load(directory, task="classify", require_head=True)
-    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    model, tokenizer, files = tiny.checkpoint_with_tokenizer(str(tmp_path / "clf"), reference, "classify")
     result = export_saved_model(model, tokenizer, task="classify", vocab_file=files.vocab,
                                 output_dir=str(tmp_path / "out"), name="tiny", max_seq_length=32, texts=TEXTS[:4])
     predictor = Predictor(result.path, task="classify", batch_size=4, max_length=32)

@@ -235,3 +235,15 @@ def write_torch_zip(path: str, state: dict[str, np.ndarray], extra_global: tuple
         archive.writestr("archive/version", "3\n")
         for key, storage in storages.items():
             archive.writestr(f"archive/data/{key}", storage.array.tobytes())
+
+
+def checkpoint_with_tokenizer(directory: str, reference, task: str):
+    """Write ``reference`` as safetensors, then ``(model, tokenizer, files)`` as tfbert loads them."""
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    write_safetensors(directory, reference)
+    files = find_checkpoint(directory)
+    model = load(directory, task=task, require_head=True)
+    return model, BertTokenizer.from_files(files.vocab, files.tokenizer_config), files
