@@ -18,6 +18,7 @@ import numpy as np
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.export import layout, savedmodel, verify
 from tfbert.export.samples import EDGE_CASES, read_texts, split_texts
+from tfbert.model import label_names
 
 Progress = Callable[[str], None]
 
@@ -71,7 +72,7 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
     held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
     inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
     expected = savedmodel.run_signatures(module, inputs)
-    labels = list(model.config.id2label[i] for i in sorted(model.config.id2label)) if task == "classify" else None
+    labels = label_names(model.config.to_dict()) if task == "classify" else None
     with layout.staged_directory(target, overwrite=overwrite) as tmp:
         progress(f"writing SavedModel ({task}) to {target}")
         savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
