@@ -1,7 +1,10 @@
 """One :class:`Predictor` over every backend: Keras (eager, graph, XLA), SavedModel and TFLite.
 
 Each backend is a function ``token batch -> dict of numpy outputs``; the Predictor feeds it
-the tf.data batches of :mod:`tfbert.predict.pipeline` and puts the rows back in input order.
+the tf.data batches of :mod:`tfbert.predict.pipeline` and puts the rows back in input order,
+either all at once (:meth:`Predictor.predict`) or streaming through a bounded reorder buffer
+(:meth:`Predictor.ordered_batches`). :meth:`Predictor.predict_one` is the batch-1 path: it
+skips tf.data and tokenizes with a traced tokenizer function.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +30,8 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = {"embed": ("sentence_embedding",), "classify": ("probabilities", "label_ids", "labels"),
            "fill_mask": ("top_k_ids", "top_k_probabilities", "top_k_tokens", "input_ids")}
 Batch = dict[str, np.ndarray]
+_XLA_MULTIPLE = 16  # keras-xla pads sequence lengths to a multiple of this: one compilation per bucket
+_FILL = {"top_k_ids": -1, "top_k_probabilities": 0.0, "top_k_tokens": "", "input_ids": -1}
 
 
 def resolve_backend(model_path: str | None, backend: str) -> str:
@@ -102,6 +107,7 @@ class Predictor:
         self.backend = resolve_backend(self.model_path, backend)
         self.batch_size, self.max_length, self.window = batch_size, max_length, window
         self.labels: list[str] | None = None
+        self._tokenize_one = None
         import_tensorflow()
         if self.backend in KERAS_MODES:
             self._run = self._keras(KERAS_MODES[self.backend])
@@ -219,7 +225,8 @@ class Predictor:
         dataset = self._dataset(texts_or_dataset)
         stats: ReadStats | None = getattr(dataset, "tfbert_stats", None)
         pipeline = batched_inputs(dataset, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length,
-                                  window=self.window, pad_to_multiple=16 if self.backend == "keras-xla" else 1)
+                                  window=self.window,
+                                  pad_to_multiple=_XLA_MULTIPLE if self.backend == "keras-xla" else 1)
         iterator = iter(pipeline)
         while True:
             try:
@@ -234,15 +241,20 @@ class Predictor:
                                     where=getattr(stats, "path", "input"),
                                     fix="check the input file's format and encoding") from None
             arrays = {k: v.numpy() for k, v in inputs.items()}
-            try:
-                out = self._run(arrays)
-            except (tf.errors.OpError, ValueError, RuntimeError) as e:
-                raise BadInputError(f"the {self.backend} model failed on a batch ({type(e).__name__})",
-                                    where=self.model_path or "default model",
-                                    expected=f"a {self.task} model matching the vocab",
-                                    actual=str(e).strip().splitlines()[0][:200] if str(e).strip() else None,
-                                    fix="check --task, --vocab and --max_length match the model") from None
-            yield indices.numpy(), self._finish(out, arrays)
+            yield indices.numpy(), self._call(arrays)
+
+    def _call(self, arrays: Batch) -> Batch:
+        """The backend on one token batch, its failures as one-line errors."""
+        tf = import_tensorflow()
+        try:
+            out = self._run(arrays)
+        except (tf.errors.OpError, ValueError, RuntimeError) as e:
+            raise BadInputError(f"the {self.backend} model failed on a batch ({type(e).__name__})",
+                                where=self.model_path or "default model",
+                                expected=f"a {self.task} model matching the vocab",
+                                actual=str(e).strip().splitlines()[0][:200] if str(e).strip() else None,
+                                fix="check --task, --vocab and --max_length match the model") from None
+        return self._finish(out, arrays)
 
     def _dataset(self, texts_or_dataset):
         if isinstance(texts_or_dataset, (str, os.PathLike)):
@@ -263,6 +275,58 @@ class Predictor:
             result["top_k_tokens"] = np.array(self.tokenizer.vocab, dtype=object)[out["top_k_ids"]]
             result["input_ids"] = inputs["input_ids"]
         return result
+
+    def ordered_batches(self, texts_or_dataset, progress: Callable[[int], None] | None = None
+                        ) -> Iterator[tuple[np.ndarray, Batch]]:
+        """``(indices, outputs)`` chunks whose rows are in INPUT order, as soon as they can be.
+
+        Streaming counterpart of :meth:`predict` (what ``python -m tfbert.predict`` writes from):
+        a row is held back only until every earlier row has arrived, which the length sorting
+        within a window bounds to about ``window + batch_size`` rows.
+
+        Args:
+            texts_or_dataset: as for :meth:`batches`; a dataset's indices must be 0, 1, 2, ...
+            progress: called with the number of texts run so far, after each batch.
+
+        Example:
+            >>> for indices, out in Predictor().ordered_batches(["b", "a a a", "c"]):  # doctest: +SKIP
+            ...     print(indices)
+            [0 1 2]
+        """
+
+        def counted() -> Iterator[tuple[np.ndarray, Batch]]:
+            seen = 0
+            for indices, out in self.batches(texts_or_dataset):
+                seen += len(indices)
+                if progress is not None:
+                    progress(seen)
+                yield indices, out
+
+        return in_order(counted(), self.task)
+
+    def predict_one(self, text: str) -> dict[str, np.ndarray]:
+        """One text at the lowest latency: no tf.data, a traced tokenizer, the backend called directly.
+
+        Returns:
+            The row :meth:`predict` would give for ``[text]``, without the batch axis (embed:
+            ``sentence_embedding`` [hidden]; classify: ``probabilities``, ``label_ids``, ``labels``).
+
+        Example:
+            >>> Predictor("model_int8.tflite").predict_one("a cat sat")["sentence_embedding"].shape  # doctest: +SKIP
+            (384,)
+        """
+        if not isinstance(text, str):
+            raise BadInputError("the text must be a string", where="text", actual=type(text).__name__,
+                                fix="pass a str")
+        tf = import_tensorflow()
+        if self._tokenize_one is None:
+            self._tokenize_one = tf.function(
+                lambda t: self.tokenizer.tokenize(t, self.max_length),
+                input_signature=[tf.TensorSpec([None], tf.string)], autograph=False).get_concrete_function()
+        arrays = {k: v.numpy() for k, v in self._tokenize_one(tf.constant([text])).items()}
+        if self.backend == "keras-xla":  # the shapes XLA has compiled for, as in batches()
+            arrays = _pad_length(arrays, _XLA_MULTIPLE, self.tokenizer.pad_id)
+        return {k: v[0] for k, v in self._call(arrays).items()}
 
     def predict(self, texts_or_dataset, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         """Run every text and return the outputs as numpy arrays in INPUT order.
@@ -289,6 +353,12 @@ class Predictor:
         return assemble(chunks, self.task)
 
 
+def _pad_length(arrays: Batch, multiple: int, pad_id: int) -> Batch:
+    extra = (-arrays["input_ids"].shape[1]) % multiple
+    return {k: np.pad(v, [(0, 0), (0, extra)], constant_values=pad_id if k == "input_ids" else 0)
+            for k, v in arrays.items()}
+
+
 def _pad_rows(arrays: list[np.ndarray], fill) -> np.ndarray:
     longest = max(a.shape[1] for a in arrays)
     padded = []
@@ -307,13 +377,51 @@ def assemble(chunks: list[tuple[np.ndarray, Batch]], task: str) -> dict[str, np.
     result = {}
     for key in chunks[0][1]:
         parts = [out[key] for _, out in chunks]
-        if task == "fill_mask":
-            fill = {"top_k_ids": -1, "top_k_probabilities": 0.0, "top_k_tokens": "", "input_ids": -1}[key]
-            merged = _pad_rows(parts, fill)
-        else:
-            merged = np.concatenate(parts)
+        merged = _pad_rows(parts, _FILL[key]) if task == "fill_mask" else np.concatenate(parts)
         result[key] = merged[order]
     return result
+
+
+def in_order(batches: Iterable[tuple[np.ndarray, Batch]], task: str) -> Iterator[tuple[np.ndarray, Batch]]:
+    """Re-sequence ``(indices, outputs)`` batches into chunks of consecutive rows 0, 1, 2, ...
+
+    Each chunk is yielded as soon as its rows are complete, so only rows that arrived ahead of
+    an earlier one are held (for the length-sorted pipeline: at most about one window). Rows
+    whose predecessors never arrive come out, sorted, at the end.
+
+    Example:
+        >>> chunks = in_order([(np.array([1, 0]), {"x": np.array([11, 10])}),
+        ...                    (np.array([2]), {"x": np.array([12])})], "embed")
+        >>> [(i.tolist(), o["x"].tolist()) for i, o in chunks]
+        [([0, 1], [10, 11]), ([2], [12])]
+    """
+    next_row = 0
+    held: list[tuple[np.ndarray, Batch]] = []
+    for batch in batches:
+        held.append(batch)
+        indices = np.concatenate([i for i, _ in held])
+        order = np.argsort(indices, kind="stable")
+        consecutive = indices[order] == next_row + np.arange(len(order))
+        run = len(order) if consecutive.all() else int(np.argmin(consecutive))
+        if run == 0:
+            continue
+        merged = _merge(held, task)
+        yield indices[order[:run]], {k: v[order[:run]] for k, v in merged.items()}
+        rest = order[run:]
+        held = [(indices[rest], {k: v[rest] for k, v in merged.items()})] if len(rest) else []
+        next_row += run
+    if held:
+        indices = np.concatenate([i for i, _ in held])
+        order = np.argsort(indices, kind="stable")
+        merged = _merge(held, task)
+        yield indices[order], {k: v[order] for k, v in merged.items()}
+
+
+def _merge(chunks: list[tuple[np.ndarray, Batch]], task: str) -> Batch:
+    if len(chunks) == 1:
+        return chunks[0][1]
+    return {key: _pad_rows([out[key] for _, out in chunks], _FILL[key]) if task == "fill_mask"
+            else np.concatenate([out[key] for _, out in chunks]) for key in chunks[0][1]}
 
 
 class Progress:
