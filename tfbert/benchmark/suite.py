@@ -1,0 +1,205 @@
+"""The benchmark run: every row on the same texts in one process, results rewritten after each row."""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from tfbert.benchmark import measure
+from tfbert.benchmark.exports import TFLITE_ROWS, ensure_exports
+from tfbert.benchmark.results import COLUMNS, write_results
+from tfbert.benchmark.runners import FP32_ROWS, ROWS, make_runner, onnx_unavailable
+from tfbert.errors import BadInputError
+from tfbert.report import Report
+
+Progress = Callable[[str], None]
+
+
+def parse_rows(spec: str | None) -> list[str]:
+    """Benchmark rows from a comma list (None or ``all``: every row), in the canonical order.
+
+    Raises:
+        BadInputError: an unknown name, naming it and the valid ones.
+
+    Example:
+        >>> parse_rows("tflite-int8,keras-graph")
+        ['keras-graph', 'tflite-int8']
+    """
+    if spec is None or spec.strip() in ("", "all"):
+        return list(ROWS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown or not names:
+        raise BadInputError("unknown backend", where="--backends", expected=", ".join(ROWS),
+                            actual=",".join(unknown) or repr(spec),
+                            fix="pass a comma list of those names, or leave --backends out for all")
+    return [r for r in ROWS if r in names]
+
+
+def benchmark_texts(texts: list[str], num_texts: int) -> list[str]:
+    """``num_texts`` texts: ``texts`` repeated in order as often as needed (or cut)."""
+    if num_texts < 1 or not texts:
+        raise BadInputError("need at least one text", where="--num_texts", expected=">= 1", actual=num_texts,
+                            fix="pass --num_texts=2000 and an --input with text lines")
+    return [texts[i % len(texts)] for i in range(num_texts)]
+
+
+def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_dir: str,
+                  model_path: str | None = None, exports_dir: str | None = None, batch_size: int = 32,
+                  max_length: int = 128, num_threads: int = 2, latency_samples: int = 200,
+                  latency_budget_s: float = 60.0, progress: Progress = lambda line: None) -> Report:
+    """Run ``rows`` on ``texts`` one after another in this process and write the results.
+
+    Per row: build it; warm up (a full pass for keras-xla, which compiles one program per
+    padded length, two batches otherwise); time one pass over all texts (throughput, real
+    tokens/s); after 10 warm-up calls, time ``latency_samples`` single-text calls, or as many as
+    fit in ``latency_budget_s`` (p50/p95, tokenization included);
+    sample this process's RSS all along (peak, and growth over the RSS when the row started);
+    compare its embeddings with the fp32 reference — the first fp32 row that ran.
+
+    ``output_dir/benchmark.{json,md,png}`` are rewritten after every row, so an interrupted
+    run keeps the rows it finished. A row that cannot run gets a status saying why.
+
+    Args:
+        texts: the inputs, the same for every row.
+        rows: names from :data:`tfbert.benchmark.ROWS`.
+        output_dir: where the results go.
+        work_dir: cache of the exports the savedmodel / tflite rows need.
+        model_path: the checkpoint (None: the embedded all-MiniLM-L6-v2).
+        exports_dir: use SavedModel / .tflite files found here instead of exporting.
+        batch_size, max_length: as in :class:`tfbert.predict.Predictor`.
+        num_threads: TensorFlow intra-op and inter-op threads, LiteRT and ONNX Runtime threads.
+        latency_samples: single-text calls timed per row.
+        latency_budget_s: stop timing single-text calls after this many seconds.
+        progress: called with a line before each step.
+
+    Returns:
+        The :class:`~tfbert.report.Report` also written to ``output_dir``.
+    """
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.runtime import configure_runtime
+
+    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("num_threads", num_threads),
+                        ("latency_samples", latency_samples)):
+        if value < 1:
+            raise BadInputError("must be at least 1", where=f"--{name}", actual=value, fix=f"pass --{name}=1 or more")
+    files = find_checkpoint(model_path)
+    with open(files.config, encoding="utf-8") as f:
+        config = json.load(f)
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    machine = measure.machine_info()
+    progress(f"configuring TensorFlow: {num_threads} intra-op and inter-op threads")
+    configure_runtime(intra_op_threads=num_threads, inter_op_threads=num_threads)
+    progress("measuring the fp32 matrix-multiply peak")
+    peak = measure.gemm_peak_gflops()
+    report = Report(f"tfbert benchmark: {files.root}", COLUMNS, [], {
+        "date": started, **machine, "model": files.root, "texts": len(texts), "batch_size": batch_size,
+        "max_length": max_length, "threads": num_threads, "latency_samples": latency_samples,
+        "latency_budget_s": latency_budget_s, "gemm_peak_gflops": peak,
+        "rss": "sampled every 10 ms in this one process; growth = peak minus the RSS when the row started",
+        "pct_of_compute_limit": "real tokens/s x FLOPs per token / fp32 GEMM peak (int8 rows may exceed 100)",
+    })
+    progress(f"GEMM peak {peak:.1f} GFLOP/s at {num_threads} threads")
+    write_results(report, output_dir)
+
+    exports, export_errors = ensure_exports(rows, model_path=model_path, max_length=max_length, work_dir=work_dir,
+                                            exports_dir=exports_dir, num_threads=num_threads, progress=progress)
+    reference: np.ndarray | None = None
+    for row in rows:
+        result = {"backend": row, "description": ROWS[row]}
+        report.rows.append(result)
+        reason = export_errors.get(row)
+        if row == "onnxruntime-int8":
+            reason = onnx_unavailable(model_path)
+        elif (row == "savedmodel" or row in TFLITE_ROWS) and row not in exports and reason is None:
+            reason = "no export found"
+        if reason:
+            result["status"] = reason
+            progress(f"{row}: {reason}")
+            write_results(report, output_dir)
+            continue
+        try:
+            embeddings = _measure_row(row, result, texts, model_path=model_path, exports=exports,
+                                      batch_size=batch_size, max_length=max_length, num_threads=num_threads,
+                                      latency_samples=latency_samples, latency_budget_s=latency_budget_s,
+                                      progress=progress)
+        except Exception as e:  # one failing backend must not lose the other rows
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            result["status"] = f"error: {type(e).__name__}: {first}"[:300]
+            progress(f"{row}: {result['status']}")
+        else:
+            if reference is None and row in FP32_ROWS:
+                reference = embeddings
+                report.summary["fidelity_reference"] = row
+                result["status"] = "ok (fidelity reference)"
+            else:
+                result["status"] = "ok"
+            if reference is not None:
+                result.update(measure.fidelity(reference, embeddings))
+            _summarize(report, config, result, texts)
+            progress(f"{row}: {result['texts_per_s']:.1f} texts/s, {result['real_tokens_per_s']:.0f} real tokens/s, "
+                     f"p50 {result['latency_p50_ms']:.2f} ms, p95 {result['latency_p95_ms']:.2f} ms, "
+                     f"peak RSS {result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"
+                     + (f", cosine {result['cosine_mean']:.5f}" if "cosine_mean" in result else ""))
+        gc.collect()
+        write_results(report, output_dir)
+    report.summary["load_average_1min_end"] = measure.machine_info()["load_average_1min"]
+    write_results(report, output_dir)
+    return report
+
+
+def _measure_row(row: str, result: dict, texts: list[str], *, model_path: str | None, exports: dict[str, str],
+                 batch_size: int, max_length: int, num_threads: int, latency_samples: int,
+                 latency_budget_s: float, progress: Progress) -> np.ndarray:
+    with measure.RssSampler() as rss:
+        progress(f"{row}: loading")
+        start = time.perf_counter()
+        runner = make_runner(row, model_path=model_path, exports=exports, batch_size=batch_size,
+                             max_length=max_length, num_threads=num_threads)
+        result["load_s"] = time.perf_counter() - start
+        progress(f"{row}: warming up")
+        start = time.perf_counter()
+        runner.embed(texts if row == "keras-xla" else texts[:2 * batch_size])
+        result["warmup_s"] = time.perf_counter() - start
+        progress(f"{row}: timing {len(texts)} texts")
+        start = time.perf_counter()
+        embeddings = runner.embed(texts)
+        seconds = time.perf_counter() - start
+        progress(f"{row}: timing up to {latency_samples} single-text calls ({runner.latency_path}, "
+                 f"at most {latency_budget_s:.0f} s)")
+        for text in texts[:min(10, latency_samples)]:  # warm-up: first calls trace / compile per length
+            runner.embed_one(text)
+        samples: list[float] = []
+        budget_end = time.perf_counter() + latency_budget_s
+        for i in range(latency_samples):
+            t0 = time.perf_counter()
+            runner.embed_one(texts[i % len(texts)])
+            samples.append(time.perf_counter() - t0)
+            if t0 > budget_end:
+                break
+    result["seconds"] = seconds
+    result["real_tokens"] = runner.count_tokens(texts)
+    result["texts_per_s"] = len(texts) / seconds
+    result["real_tokens_per_s"] = result["real_tokens"] / seconds
+    result["latency_p50_ms"], result["latency_p95_ms"] = measure.latency_ms(samples)
+    result["latency_samples"], result["latency_path"] = len(samples), runner.latency_path
+    result["peak_rss_mib"], result["rss_growth_mib"] = rss.peak_mib, rss.growth_mib
+    if embeddings.shape[0] != len(texts):
+        raise RuntimeError(f"{row} returned {embeddings.shape[0]} rows for {len(texts)} texts")
+    return embeddings
+
+
+def _summarize(report: Report, config: dict, result: dict, texts: list[str]) -> None:
+    """Summary figures that need a token count: FLOPs per token, compute limit, % of it per row."""
+    summary = report.summary
+    if "mflop_per_token" not in summary:
+        mean_length = result["real_tokens"] / len(texts)
+        flops = measure.flops_per_token(config, mean_length)
+        summary["mean_real_tokens_per_text"] = mean_length
+        summary["mflop_per_token"] = flops / 1e6
+        summary["compute_limit_tokens_per_s"] = summary["gemm_peak_gflops"] * 1e9 / flops
+    result["pct_of_compute_limit"] = 100.0 * result["real_tokens_per_s"] / summary["compute_limit_tokens_per_s"]
