@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from tfbert.checkpoint.names import canonical_from_keras
+from tfbert.checkpoint.names import canonical_from_keras, head_tensors
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose import diagnose
 from tfbert.errors import ConfigMismatchError
@@ -80,8 +80,10 @@ def initialize_fresh(model, names: list[str]) -> None:
             variable.assign(tf.random.truncated_normal(variable.shape, stddev=stddev, dtype=variable.dtype))
 
 
-def assign_weights(model, source: WeightSource) -> list[str]:
+def assign_weights(model, source: WeightSource, skip: tuple[str, ...] = ()) -> list[str]:
     """Copy every checkpoint tensor into its Keras variable; returns the variables left as initialised.
+
+    Variables whose canonical name starts with a prefix in ``skip`` are left as initialised too.
 
     Tensors are read, transposed and assigned one at a time, and the checkpoint's pages are
     released after each, so peak memory stays near the model's own size.
@@ -89,7 +91,7 @@ def assign_weights(model, source: WeightSource) -> list[str]:
     fresh = []
     for variable in model.weights:
         name, transpose = canonical_from_keras(variable.name)
-        if name not in source.tensors:
+        if name not in source.tensors or name.startswith(skip):
             fresh.append(name)
             continue
         array = source.read(name)
@@ -122,7 +124,8 @@ def assign_weights(model, source: WeightSource) -> list[str]:
 
 def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
          seq_length: int | None = None, dtype: str = "float32", allow_pickle: bool = False,
-         scan_values: bool = True, check_memory: bool = True, require_head: bool = False):
+         scan_values: bool = True, check_memory: bool = True, require_head: bool = False,
+         labels: list[str] | None = None):
     """Diagnose, then build and fill the Hugging Face TF model for ``task``.
 
     Args:
@@ -138,6 +141,8 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         check_memory: refuse a run that would not fit in memory.
         require_head: refuse a checkpoint without the task's head (for inference and export;
             fine-tuning leaves it False and starts the head from random values).
+        labels: classify only: the class names of the model to build (fine-tuning on new
+            labels); the checkpoint's classifier is kept only when its labels are the same.
 
     Returns:
         The Keras model, with its ``config`` the checkpoint's.
@@ -157,9 +162,15 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
     for finding in diagnosis.findings:
         if finding.status == WARN:
             log.warning("%s: %s (fix: %s)", finding.check, finding.message, finding.fix)
+    config, skip = diagnosis.config, ()
+    if labels is not None and task == "classify":
+        if label_names(config) != list(labels):
+            skip = head_tensors(task)
+        config = {k: v for k, v in config.items() if k not in ("num_labels", "label2id")}
+        config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     with diagnosis:
-        keras_model = build_model(diagnosis.config, task, initialize=False)
-        fresh = assign_weights(keras_model, diagnosis.source)
+        keras_model = build_model(config, task, initialize=False)
+        fresh = assign_weights(keras_model, diagnosis.source, skip)
     if fresh:
         initialize_fresh(keras_model, fresh)
         log.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh))
