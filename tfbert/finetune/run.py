@@ -1,0 +1,249 @@
+"""Fine-tuning end to end: data → pre-flight → model → fit → eval report → a published checkpoint.
+
+The output directory is written as a temporary sibling (``.<name>.tmp-<pid>``), reloaded with
+:func:`tfbert.load` and checked to reproduce the in-memory model's logits, and only then
+renamed into place: a killed run never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+
+import numpy as np
+
+from tfbert.checkpoint import find_checkpoint
+from tfbert.diagnose.config_checks import read_config
+from tfbert.diagnose.memory import check_memory
+from tfbert.errors import BadInputError, ExportError, RuntimeSetupError
+from tfbert.finetune.data import (
+    balanced_class_weights,
+    encode_labels,
+    label_names,
+    labelled_dataset,
+    read_labelled,
+)
+from tfbert.finetune.evaluate import Evaluation, evaluate, plot_confusion, predict_ids
+from tfbert.finetune.train import TrainResult, apply_freeze, classifier, fit, parameter_counts, parse_freeze
+from tfbert.report import ERROR
+
+# Below this max |logit| difference the reloaded checkpoint reproduces the trained model.
+RELOAD_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced."""
+
+    output_dir: str
+    labels: list[str]
+    frozen: str
+    trainable_params: int
+    total_params: int
+    policy: str
+    memory: str
+    train: TrainResult
+    evaluation: Evaluation
+    files: list[str]
+
+
+def bf16_capable_cpu(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def mixed_precision_policy(enabled: bool, *, has_gpu: bool, bf16_cpu: bool) -> str:
+    """The Keras policy for ``--mixed_precision``.
+
+    mixed_float16 on a GPU; on a CPU with native bfloat16 (AVX512-BF16/AMX) mixed_bfloat16,
+    whose 8 exponent bits need no loss scaling. On a CPU without it, bfloat16 is emulated and
+    float16 has no fast path, so the run is refused rather than made slower.
+    """
+    if not enabled:
+        return "float32"
+    if has_gpu:
+        return "mixed_float16"
+    if bf16_cpu:
+        return "mixed_bfloat16"
+    raise RuntimeSetupError("mixed precision needs a GPU or a CPU with native bfloat16", where="--mixed_precision",
+                            expected="a GPU, or a CPU with avx512_bf16 / amx_bf16", actual="neither",
+                            fix="drop --mixed_precision (float32 is the fastest here)")
+
+
+def _trainable_layers(plan, num_layers: int) -> int | None:
+    """Encoder layers the backward pass goes through, for the memory estimate (None: all + embeddings)."""
+    if not plan.embeddings:
+        return None
+    return num_layers - plan.lowest_trainable_layer(num_layers)
+
+
+def _temporary_sibling(output_dir: str) -> str:
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    return os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+
+
+def _publish(tmp: str, output_dir: str, overwrite: bool) -> None:
+    output_dir = os.path.abspath(output_dir)
+    if not os.path.exists(output_dir):
+        os.rename(tmp, output_dir)
+        return
+    if not overwrite:
+        raise BadInputError("the output directory exists", where=output_dir,
+                            fix="pass --overwrite or choose another --output_dir")
+    old = f"{tmp}-old"
+    os.rename(output_dir, old)
+    os.rename(tmp, output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, output_dir: str, *,
+             text_column: str = "text", label_column: str = "label", freeze: str | None = None,
+             epochs: int = 3, batch_size: int = 16, max_length: int = 128, learning_rate: float = 5e-5,
+             weight_decay: float = 0.01, warmup_ratio: float = 0.1, mixed_precision: bool = False,
+             early_stopping_patience: int = 2, class_weights: bool = False, seed: int = 0,
+             overwrite: bool = False, progress: Callable[[str], None] | None = None) -> FinetuneResult:
+    """Fine-tune a BERT checkpoint as a text classifier and save it as a tfbert checkpoint directory.
+
+    Args:
+        model: the base checkpoint (None: the embedded all-MiniLM-L6-v2).
+        train_file, eval_file: labelled CSV/TSV/JSONL (see :func:`tfbert.finetune.data.read_labelled`).
+        output_dir: where the checkpoint goes (refused if it exists, unless ``overwrite``).
+        text_column, label_column: the fields holding text and label.
+        freeze: what to freeze (see :func:`tfbert.finetune.train.parse_freeze`).
+        epochs, batch_size, max_length: the training run.
+        learning_rate, weight_decay, warmup_ratio: AdamW with linear warmup then linear decay.
+        mixed_precision: mixed_float16 on a GPU, mixed_bfloat16 on a bfloat16 CPU, else refused.
+        early_stopping_patience: epochs without a lower eval loss before stopping (0: never).
+        class_weights: weigh each class inversely to its frequency in the training data.
+        seed: seeds the head's initialisation, dropout and shuffling.
+        overwrite: replace an existing ``output_dir``.
+        progress: called with progress lines (default: stderr).
+
+    Returns:
+        A :class:`FinetuneResult`; the directory holds config.json (with ``id2label``),
+        model.safetensors, the tokenizer files, eval_report.json/.md, confusion_matrix.txt/.png,
+        training_history.json and SHA256SUMS.
+
+    Raises:
+        TfbertError: bad data or flags, a damaged checkpoint, not enough memory (before any
+            model is built), or a saved checkpoint that does not reproduce the model.
+
+    Example:
+        >>> result = finetune(None, "train.csv", "eval.csv", "out/clf", freeze="embeddings,encoder")  # doctest: +SKIP
+        >>> result.evaluation.accuracy  # doctest: +SKIP
+        0.93
+    """
+    write = progress or (lambda line: (sys.stderr.write(f"[tfbert.finetune] {line}\n"), sys.stderr.flush()))
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("max_length", max_length)):
+        if value < 1:
+            raise BadInputError("must be a positive integer", where=name, actual=value, fix=f"pass {name} >= 1")
+    if not 0 <= warmup_ratio < 1:
+        raise BadInputError("must be in [0, 1)", where="warmup_ratio", actual=warmup_ratio, fix="e.g. 0.1")
+    if os.path.exists(output_dir) and not overwrite:
+        raise BadInputError("the output directory exists", where=os.path.abspath(output_dir),
+                            fix="pass --overwrite or choose another --output_dir")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    if not os.path.isdir(parent):
+        raise BadInputError("the parent of the output directory does not exist", where=parent,
+                            fix="create it first")
+
+    files = find_checkpoint(model)
+    config = read_config(files)
+    train = read_labelled(train_file, text_column=text_column, label_column=label_column)
+    held_out = read_labelled(eval_file, text_column=text_column, label_column=label_column)
+    labels = label_names(train.labels)
+    if len(labels) < 2:
+        raise BadInputError("the training data has a single label", where=train_file, expected=">= 2 labels",
+                            actual=labels, fix="check --label_column")
+    train_ids, eval_ids = encode_labels(train, labels), encode_labels(held_out, labels)
+    num_layers = config["num_hidden_layers"]
+    plan = parse_freeze(freeze, num_layers)
+
+    from tfbert.diagnose.memory import available_gpu_memory
+
+    policy = mixed_precision_policy(mixed_precision, has_gpu=available_gpu_memory() is not None,
+                                    bf16_cpu=bf16_capable_cpu())
+    findings = check_memory(dict(config, id2label=dict(enumerate(labels))), "classify", batch_size=batch_size,
+                            seq_length=max_length, dtype=policy, training=True,
+                            trainable_layers=_trainable_layers(plan, num_layers))
+    if findings[0].status == ERROR:
+        raise findings[0].error
+    write(f"{len(train)} training and {len(held_out)} eval texts, labels {labels}; {findings[0].message}")
+
+    from tfbert.model import load
+    from tfbert.runtime import configure_runtime
+    from tfbert.tokenizer import BertTokenizer
+
+    configure_runtime(mixed_precision=policy)
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    bert = load(files.root, "classify", batch_size=batch_size, seq_length=max_length, labels=labels)
+    apply_freeze(bert, plan)
+    keras_model = classifier(bert)
+    trainable, total = parameter_counts(bert)
+    write(f"frozen: {plan.describe(num_layers)}; trainable parameters {trainable:,} of {total:,} "
+          f"({100 * trainable / total:.1f}%); precision {policy}")
+
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    weights = balanced_class_weights(train_ids, len(labels)) if class_weights else None
+    train_data = labelled_dataset(train.texts, train_ids, tokenizer, batch_size=batch_size, max_length=max_length,
+                                  shuffle=True, seed=seed, class_weights=weights)
+    eval_data = labelled_dataset(held_out.texts, eval_ids, tokenizer, batch_size=batch_size, max_length=max_length)
+    steps = -(-len(train) // batch_size)
+
+    tmp = _temporary_sibling(output_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        result = fit(keras_model, train_data, eval_data, epochs=epochs, steps_per_epoch=steps,
+                     train_examples=len(train), learning_rate=learning_rate, weight_decay=weight_decay,
+                     warmup_ratio=warmup_ratio, early_stopping_patience=early_stopping_patience,
+                     checkpoint_dir=os.path.join(tmp, "training-checkpoints"), progress=write)
+        write(f"best epoch {result.best_epoch} of {result.epochs_run}"
+              f"{' (stopped early)' if result.stopped_early else ''}; {result.examples_per_second:.1f} examples/s")
+        true, predicted, logits = predict_ids(keras_model, eval_data)
+        evaluation = evaluate(true, predicted, labels)
+        shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
+        saved = _save(bert, keras_model, tmp, files.root, labels, evaluation, result, eval_data, logits)
+        _publish(tmp, output_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return FinetuneResult(os.path.abspath(output_dir), labels, plan.describe(num_layers), trainable, total, policy,
+                          findings[0].message, result, evaluation, saved)
+
+
+def _save(bert, keras_model, directory: str, base: str, labels: list[str], evaluation: Evaluation,
+          result: TrainResult, eval_data, logits: np.ndarray) -> list[str]:
+    """Write checkpoint + reports into ``directory`` and check it reloads to the same logits."""
+    from tfbert.checkpoint.manifest import write_manifest
+    from tfbert.checkpoint.write import write_checkpoint
+    from tfbert.model import load
+
+    write_checkpoint(bert, directory, task="classify", labels=labels, tokenizer_dir=base, manifest=False)
+    evaluation.report().write(os.path.join(directory, "eval_report"))
+    with open(os.path.join(directory, "confusion_matrix.txt"), "w", encoding="utf-8") as f:
+        f.write(evaluation.confusion_report().to_table())
+    plot_confusion(evaluation, os.path.join(directory, "confusion_matrix.png"))
+    with open(os.path.join(directory, "training_history.json"), "w", encoding="utf-8") as f:
+        json.dump({"history": result.history, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                   "stopped_early": result.stopped_early, "seconds": result.seconds,
+                   "examples_per_second": result.examples_per_second}, f, indent=2)
+    write_manifest(directory)
+    reloaded = classifier(load(directory, "classify", require_head=True))
+    _, _, again = predict_ids(reloaded, eval_data)
+    diff = float(np.max(np.abs(again - logits))) if len(logits) else 0.0
+    if not diff <= RELOAD_TOLERANCE:
+        raise ExportError("the saved checkpoint does not reproduce the trained model", where=directory,
+                          expected=f"max |logit diff| <= {RELOAD_TOLERANCE}", actual=f"{diff:.3g}",
+                          fix="report this as a bug; nothing was published")
+    return sorted(os.listdir(directory))
