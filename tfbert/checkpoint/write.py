@@ -33,7 +33,8 @@ def state_dict(model) -> dict[str, np.ndarray]:
 
 
 def write_checkpoint(model, directory: str | os.PathLike, *, task: str, labels: list[str] | None = None,
-                     tokenizer_dir: str | os.PathLike | None = None, manifest: bool = True) -> str:
+                     config: dict | None = None, tokenizer_dir: str | os.PathLike | None = None,
+                     manifest: bool = True) -> str:
     """Write ``model`` as a Hugging Face style checkpoint directory; returns its path.
 
     Args:
@@ -42,6 +43,8 @@ def write_checkpoint(model, directory: str | os.PathLike, *, task: str, labels: 
             temporary sibling and rename it once verified.
         task: ``embed``, ``classify`` or ``fill_mask`` (sets ``architectures`` in config.json).
         labels: class names in id order, saved as ``id2label`` / ``label2id`` (classify).
+        config: the config to save (e.g. the base checkpoint's, which keeps its own fields);
+            default: the model's full ``config.to_dict()``.
         tokenizer_dir: a directory whose vocab.txt and tokenizer files are copied alongside.
         manifest: also write ``SHA256SUMS`` over every file.
 
@@ -53,7 +56,7 @@ def write_checkpoint(model, directory: str | os.PathLike, *, task: str, labels: 
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    config = model.config.to_dict()
+    config = dict(config) if config is not None else model.config.to_dict()
     config["architectures"] = [ARCHITECTURES[task]]
     if labels is not None:
         config["id2label"] = {str(i): name for i, name in enumerate(labels)}

@@ -214,7 +214,7 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
         true, predicted, logits = predict_ids(keras_model, eval_data)
         evaluation = evaluate(true, predicted, labels)
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
-        saved = _save(bert, keras_model, tmp, files.root, labels, evaluation, result, eval_data, logits)
+        saved = _save(bert, tmp, files.root, config, labels, evaluation, result, eval_data, logits)
         _publish(tmp, output_dir, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -222,14 +222,15 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
                           findings[0].message, result, evaluation, saved)
 
 
-def _save(bert, keras_model, directory: str, base: str, labels: list[str], evaluation: Evaluation,
+def _save(bert, directory: str, base: str, config: dict, labels: list[str], evaluation: Evaluation,
           result: TrainResult, eval_data, logits: np.ndarray) -> list[str]:
     """Write checkpoint + reports into ``directory`` and check it reloads to the same logits."""
     from tfbert.checkpoint.manifest import write_manifest
     from tfbert.checkpoint.write import write_checkpoint
     from tfbert.model import load
 
-    write_checkpoint(bert, directory, task="classify", labels=labels, tokenizer_dir=base, manifest=False)
+    write_checkpoint(bert, directory, task="classify", labels=labels, config=config, tokenizer_dir=base,
+                     manifest=False)
     evaluation.report().write(os.path.join(directory, "eval_report"))
     with open(os.path.join(directory, "confusion_matrix.txt"), "w", encoding="utf-8") as f:
         f.write(evaluation.confusion_report().to_table())

@@ -1,0 +1,241 @@
+"""Fine-tuning: a tiny random BERT learns a marker-word task, frozen weights stay bit-identical,
+and the saved directory is read back by Hugging Face, tfbert.load, predict and doctor alike."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import tiny
+from tfbert import errors
+
+FILLER = "the a is was of and to in it on sat ran flew red blue green".split()
+
+
+def write_marker_data(path: str, n: int, seed: int, labels=("cat", "dog")) -> list[tuple[str, str]]:
+    """Sentences of filler words holding exactly one marker word; the label is the marker."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(labels)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 9))]
+        words.insert(rng.randint(0, len(words)), label)
+        rows.append((" ".join(words), label))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence", "topic"])
+        writer.writerows(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One fine-tuning run shared by the tests below: base, data, result, output directory."""
+    from tfbert.finetune import finetune
+
+    root = tmp_path_factory.mktemp("finetune")
+    base = tiny.write_safetensors(str(root / "base"), tiny.reference_model("embed", seed=3), bare=True)
+    write_marker_data(str(root / "train.csv"), 400, seed=1)
+    eval_rows = write_marker_data(str(root / "eval.csv"), 100, seed=2)
+    lines = []
+    result = finetune(base, str(root / "train.csv"), str(root / "eval.csv"), str(root / "out"),
+                      text_column="sentence", label_column="topic", freeze="embeddings,encoder:0", epochs=5,
+                      batch_size=16, max_length=16, learning_rate=3e-3, seed=0, progress=lines.append)
+    return {"base": base, "result": result, "out": str(root / "out"), "eval": eval_rows, "lines": lines,
+            "root": root}
+
+
+def _hf_tokenize(directory: str, texts: list[str]) -> dict:
+    import transformers
+
+    tokenizer = transformers.BertTokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    return dict(tokenizer(texts, padding=True, return_tensors="np"))
+
+
+def test_learns_the_task_and_hugging_face_reads_the_result(trained):
+    import transformers
+
+    texts = [t for t, _ in trained["eval"]]
+    truth = np.array([label for _, label in trained["eval"]])
+    model = transformers.TFBertForSequenceClassification.from_pretrained(trained["out"])
+    logits = model(**_hf_tokenize(trained["out"], texts), training=False).logits.numpy()
+    predicted = np.array([model.config.id2label[i] for i in logits.argmax(-1)])
+    assert (predicted == truth).mean() >= 0.95
+    assert trained["result"].evaluation.accuracy >= 0.95
+    with open(os.path.join(trained["out"], "config.json")) as f:
+        config = json.load(f)
+    assert config["id2label"] == {"0": "cat", "1": "dog"} and config["label2id"] == {"cat": 0, "dog": 1}
+
+
+def test_frozen_weights_are_bit_identical_and_the_rest_trained(trained):
+    from safetensors.numpy import load_file
+
+    def weights(directory: str) -> dict[str, np.ndarray]:
+        state = load_file(os.path.join(directory, "model.safetensors"))
+        return {k.removeprefix("bert."): v for k, v in state.items()}
+
+    before, after = weights(trained["base"]), weights(trained["out"])
+    frozen = [k for k in after if k.startswith(("embeddings.", "encoder.layer.0."))]
+    trainable = [k for k in after if k.startswith(("encoder.layer.1.", "pooler."))]
+    assert len(frozen) == 5 + 16 and len(trainable) == 16 + 2
+    for name in frozen:
+        assert np.array_equal(before[name], after[name]), name
+    assert all(not np.array_equal(before[name], after[name]) for name in trainable)
+    # Trainable count: the top layer, the pooler and the head, from the shapes on disk.
+    expected = sum(after[k].size for k in trainable) + after["classifier.weight"].size + after["classifier.bias"].size
+    result = trained["result"]
+    assert result.trainable_params == expected
+    assert result.total_params == sum(v.size for k, v in after.items() if k != "embeddings.position_ids")
+
+
+def test_tfbert_load_and_predict_reproduce_hugging_face(trained):
+    import transformers
+
+    from tfbert.predict import Predictor
+
+    texts = [t for t, _ in trained["eval"][:20]]
+    model = transformers.TFBertForSequenceClassification.from_pretrained(trained["out"])
+    reference = tf_softmax(model(**_hf_tokenize(trained["out"], texts), training=False).logits.numpy())
+    out = Predictor(trained["out"], task="classify", max_length=16).predict(texts)
+    np.testing.assert_allclose(out["probabilities"], reference, atol=1e-5)
+    assert list(out["labels"]) == [model.config.id2label[i] for i in reference.argmax(-1)]
+
+
+def tf_softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_doctor_accepts_the_output_and_the_directory_is_complete(trained):
+    run = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={trained['out']}", "--task=classify",
+                          "--seq_length=16"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    names = set(os.listdir(trained["out"]))
+    assert {"config.json", "model.safetensors", "vocab.txt", "SHA256SUMS", "eval_report.json",
+            "confusion_matrix.txt", "training_history.json"} <= names
+    assert not [n for n in os.listdir(trained["root"]) if ".tmp-" in n]  # no staging directory left
+    report = json.loads(open(os.path.join(trained["out"], "eval_report.json")).read())
+    assert report["summary"]["accuracy"] == pytest.approx(trained["result"].evaluation.accuracy)
+    assert any("trainable parameters" in line for line in trained["lines"])
+    assert any(line.startswith("epoch 1/5:") for line in trained["lines"])
+
+
+def test_existing_output_is_refused_without_overwrite(trained):
+    from tfbert.finetune import finetune
+
+    root = trained["root"]
+    with pytest.raises(errors.BadInputError, match="--overwrite"):
+        finetune(trained["base"], str(root / "train.csv"), str(root / "eval.csv"), trained["out"])
+
+
+def test_memory_preflight_refuses_before_building_a_model(tmp_path, trained):
+    from tfbert.finetune import finetune
+
+    root = trained["root"]
+    with pytest.raises(errors.InsufficientMemoryError) as info:
+        finetune(trained["base"], str(root / "train.csv"), str(root / "eval.csv"), str(tmp_path / "out"),
+                 text_column="sentence", label_column="topic", batch_size=2_000_000, max_length=64)
+    assert "batch size" in str(info.value) and "training at batch 2000000" in str(info.value)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_eval_labels_unknown_to_training_are_refused(tmp_path, trained):
+    from tfbert.finetune import finetune
+
+    write_marker_data(str(tmp_path / "eval.csv"), 20, seed=5, labels=("cat", "bird"))
+    with pytest.raises(errors.BadInputError, match="bird"):
+        finetune(trained["base"], str(trained["root"] / "train.csv"), str(tmp_path / "eval.csv"),
+                 str(tmp_path / "out"), text_column="sentence", label_column="topic")
+
+
+def test_cli_missing_column_is_one_line_and_exit_2(tmp_path, trained):
+    root = trained["root"]
+    run = subprocess.run([sys.executable, "-m", "tfbert.finetune", f"--model={trained['base']}",
+                          f"--train={root / 'train.csv'}", f"--eval={root / 'eval.csv'}",
+                          f"--output_dir={tmp_path / 'out'}", "--text_column=sentence", "--label_column=missing"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'missing'" in lines[0] and "--label_column" in lines[0]
+
+
+def test_read_labelled_jsonl_skips_bad_records_and_orders_labels(tmp_path):
+    from tfbert.finetune.data import label_names, read_labelled
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": 10}\n{"text": "b", "label": 2}\nnot json\n'
+                    '{"text": "", "label": 1}\n{"text": "c"}\n{"text": "d", "label": 1}\n')
+    data = read_labelled(str(path))
+    assert data.texts == ["a", "b", "d"] and data.labels == ["10", "2", "1"]
+    assert [n for n, _ in data.skipped] == [3, 4, 5]
+    assert label_names(data.labels) == ["1", "2", "10"]
+
+
+def test_metrics_and_class_weights_match_hand_computed_values():
+    from tfbert.finetune.data import balanced_class_weights
+    from tfbert.finetune.evaluate import evaluate
+
+    true = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    pred = np.array([0, 0, 1, 2, 1, 1, 2, 2, 0, 2])
+    e = evaluate(true, pred, ["a", "b", "c"])
+    # By hand: class a P=2/3 R=2/4, b P=2/3 R=2/2, c P=3/4 R=3/4.
+    f1 = [2 * p * r / (p + r) for p, r in ((2 / 3, 1 / 2), (2 / 3, 1), (3 / 4, 3 / 4))]
+    assert e.accuracy == pytest.approx(0.7) and e.macro_f1 == pytest.approx(np.mean(f1))
+    assert e.confusion.tolist() == [[2, 1, 1], [0, 2, 0], [1, 0, 3]]
+    assert e.majority_baseline == pytest.approx(0.4)
+    assert "true \\ predicted" in e.confusion_report().to_table()
+    np.testing.assert_allclose(balanced_class_weights(true, 3), [10 / 12, 10 / 6, 10 / 12])
+
+
+def test_freeze_spec_and_mixed_precision_decision():
+    from tfbert.finetune.run import mixed_precision_policy
+    from tfbert.finetune.train import parse_freeze
+
+    assert parse_freeze("all_but_head", 6).layers == frozenset(range(6))
+    assert parse_freeze("embeddings,encoder:0-3", 6).lowest_trainable_layer(6) == 4
+    with pytest.raises(errors.BadInputError, match="encoder:0-9"):
+        parse_freeze("encoder:0-9", 6)
+    with pytest.raises(errors.BadInputError, match="unknown part"):
+        parse_freeze("decoder", 6)
+    assert mixed_precision_policy(True, has_gpu=True, bf16_cpu=False) == "mixed_float16"
+    assert mixed_precision_policy(True, has_gpu=False, bf16_cpu=True) == "mixed_bfloat16"
+    assert mixed_precision_policy(False, has_gpu=True, bf16_cpu=True) == "float32"
+    with pytest.raises(errors.RuntimeSetupError, match="drop --mixed_precision"):
+        mixed_precision_policy(True, has_gpu=False, bf16_cpu=False)
+
+
+def test_fill_mask_with_an_mlm_head_matches_hugging_face(tmp_path):
+    from tfbert.predict import Predictor
+
+    reference = tiny.reference_model("fill_mask", seed=4)
+    directory = tiny.write_safetensors(str(tmp_path / "mlm"), reference)
+    texts = ["the cat [MASK] on the mat", "a [MASK] dog ran"]
+    encoded = _hf_tokenize(directory, texts)
+    probs = tf_softmax(reference(**encoded, training=False).logits.numpy())
+    out = Predictor(directory, task="fill_mask", max_length=16).predict(texts)
+    mask_id = tiny.VOCAB.index("[MASK]")
+    for row in range(len(texts)):
+        position = int(np.flatnonzero(encoded["input_ids"][row] == mask_id)[0])
+        assert out["input_ids"][row, position] == mask_id
+        expected = np.argsort(-probs[row, position])[:5]
+        assert out["top_k_ids"][row, position].tolist() == expected.tolist()
+        np.testing.assert_allclose(out["top_k_probabilities"][row, position], probs[row, position][expected],
+                                   atol=1e-5)
+
+
+def test_fill_mask_on_minilm_without_mlm_head_is_one_clear_line(tmp_path, minilm_path):
+    (tmp_path / "in.txt").write_text("a [MASK] sat on the mat\n")
+    run = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={minilm_path}", "--task=fill_mask",
+                          f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'out.jsonl'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.strip().splitlines() if line.startswith("tfbert:")]
+    assert len(lines) == 1 and "no fill_mask head" in lines[0] and "noise" in lines[0]
+    assert "Traceback" not in run.stderr and not (tmp_path / "out.jsonl").exists()

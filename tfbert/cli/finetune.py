@@ -1,0 +1,76 @@
+"""``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier.
+
+Writes a tfbert checkpoint directory (config.json with the label names, model.safetensors,
+vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and predict accept.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from tfbert.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Base checkpoint directory (default: the embedded all-MiniLM-L6-v2).")
+flags.DEFINE_string("train", None, "Training data: .csv/.tsv (header row) or .jsonl with a text and a label field.")
+flags.DEFINE_string("eval", None, "Eval data, same format (early stopping and the final report).")
+flags.DEFINE_string("text_column", "text", "CSV/TSV header or JSONL key of the text.")
+flags.DEFINE_string("label_column", "label", "CSV/TSV header or JSONL key of the label (any strings).")
+flags.DEFINE_string("freeze", None, "What not to train: comma-separated embeddings, encoder, encoder:A-B "
+                    "(0-based, inclusive), pooler; or all_but_head. Default: train everything.")
+flags.DEFINE_integer("epochs", 3, "Most epochs to run.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Texts per training step.", lower_bound=1)
+flags.DEFINE_integer("max_length", 128, "Truncation length in tokens.", lower_bound=3)
+flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (AdamW).", lower_bound=0)
+flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on biases and LayerNorm).", lower_bound=0)
+flags.DEFINE_float("warmup_ratio", 0.1, "Share of the steps the learning rate warms up over, then decays linearly "
+                   "to 0.", lower_bound=0, upper_bound=0.99)
+flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 on a GPU; mixed_bfloat16 on a CPU with native "
+                     "bfloat16 (AVX512-BF16/AMX); refused elsewhere.")
+flags.DEFINE_integer("early_stopping_patience", 2, "Stop after this many epochs without a lower eval loss "
+                     "(0: never); the best epoch's weights are kept.", lower_bound=0)
+flags.DEFINE_boolean("class_weights", False, "Weigh classes inversely to their frequency (imbalanced data).")
+flags.DEFINE_integer("seed", 0, "Seed of the head's initialisation, dropout and shuffling.")
+flags.DEFINE_string("output_dir", None, "Where the fine-tuned checkpoint directory goes.")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.")
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"[tfbert.finetune] {line}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        sys.stderr.write(f"tfbert.finetune: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
+        return 2
+    from tfbert.errors import BadInputError
+
+    for name in ("train", "eval", "output_dir"):
+        if not getattr(FLAGS, name):
+            raise BadInputError("is required", where=f"--{name}",
+                                fix=f"pass --{name}={'DIR' if name == 'output_dir' else 'FILE'}")
+    common.quiet_tensorflow()
+    from tfbert.finetune import finetune
+
+    result = finetune(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, text_column=FLAGS.text_column,
+                      label_column=FLAGS.label_column, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
+                      batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, learning_rate=FLAGS.learning_rate,
+                      weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio,
+                      mixed_precision=FLAGS.mixed_precision, early_stopping_patience=FLAGS.early_stopping_patience,
+                      class_weights=FLAGS.class_weights, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+                      progress=_progress)
+    e = result.evaluation
+    print(e.report().to_table())
+    print(e.confusion_report().to_table())
+    print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
+          f"{result.train.examples_per_second:.1f} examples/s, best epoch {result.train.best_epoch} of "
+          f"{result.train.epochs_run}")
+    print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
+    return 0
+
+
+def run() -> None:
+    common.run(main)
