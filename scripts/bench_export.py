@@ -1,0 +1,163 @@
+"""Benchmark ``python -m tfbert.export``: wall time and peak memory, per phase, of the whole process tree.
+
+The export prints a ``[tfbert.export] <step>`` progress line on stderr before each slow
+step; this script timestamps those lines as they arrive, so each phase runs from one line
+to the next (``import`` is process start to the first line). While the export runs, the
+RSS of every process in its tree (the export and its verification / conversion children)
+is sampled every ``--interval`` seconds:
+
+* ``tree_peak_rss``: the largest *sum* over the tree at one sample (what the machine must hold);
+* ``max_process_rss``: the largest single process's peak, exact, from the kernel's
+  ``ru_maxrss`` of the waited-for descendants (what ``/usr/bin/time -v`` calls
+  "Maximum resident set size");
+* ``cpu_s``: user + system CPU seconds of the whole tree (wall time on a shared machine is noisy);
+* per phase: seconds, and the sampled tree peak and parent peak within it.
+
+Candidates are run alternately (A B A B ...) so that load from other jobs on the machine hits
+them alike; compare the ratios. ``--tree=LABEL=PATH`` adds a candidate that runs the same
+command from another checkout (e.g. ``git archive HEAD~3 | tar -x -C /tmp/before``);
+``--variant=LABEL=FLAGS`` one that runs this checkout with extra flags.
+
+Usage:
+    python scripts/bench_export.py [--repeat=1] [--tree=before=/tmp/before] \
+        [--variant=nospeed=--notflite_speed] [--output=FILE] [-- --quantize --task=embed ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+PREFIX = "[tfbert.export] "
+# Runs the export as its child and records, for its descendants, ru_maxrss (the largest
+# single-process peak in KiB, what /usr/bin/time -v reports) and user+system CPU seconds
+# (less sensitive than wall time to other jobs on the machine).
+WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+sys.exit(code)
+"""
+
+
+def _tree_rss(wrapper: psutil.Process) -> tuple[int, int]:
+    """(sum of RSS over the export's process tree, RSS of the export process itself) in bytes."""
+    total = parent = 0
+    try:
+        procs = wrapper.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0, 0
+    for proc in procs:
+        try:
+            rss = proc.memory_info().rss
+            is_export = proc.ppid() == wrapper.pid
+        except psutil.NoSuchProcess:
+            continue
+        total += rss
+        if is_export:
+            parent = rss
+    return total, parent
+
+
+def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
+    """Run one export; returns wall time, peaks and per-phase figures."""
+    fd, maxrss_file = tempfile.mkstemp(prefix="bench-export-maxrss-")
+    os.close(fd)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, maxrss_file, *command], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marks: list[tuple[float, str]] = [(0.0, "import")]
+    stderr_tail: list[str] = []
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            if line.startswith(PREFIX):
+                marks.append((time.perf_counter() - start, line[len(PREFIX):].strip()))
+            else:
+                stderr_tail[:] = [*stderr_tail[-20:], line.rstrip()]
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    root = psutil.Process(proc.pid)
+    samples: list[tuple[float, int, int]] = []
+    while proc.poll() is None:
+        total, parent = _tree_rss(root)
+        samples.append((time.perf_counter() - start, total, parent))
+        time.sleep(interval)
+    wall = time.perf_counter() - start
+    stdout = proc.stdout.read()
+    reader.join(timeout=5)
+    with open(maxrss_file) as f:
+        maxrss_kib, cpu_s = f.read().split()
+    os.unlink(maxrss_file)
+    if proc.returncode != 0:
+        raise SystemExit(f"export failed (exit {proc.returncode}):\n" + "\n".join(stderr_tail) + stdout)
+    phases = []
+    bounds = [*marks, (wall, "end")]
+    for (t0, name), (t1, _) in itertools.pairwise(bounds):
+        inside = [s for s in samples if t0 <= s[0] < t1] or [(t0, 0, 0)]
+        phases.append({"phase": name, "seconds": round(t1 - t0, 2),
+                       "tree_peak_mib": round(max(s[1] for s in inside) / 2**20),
+                       "parent_peak_mib": round(max(s[2] for s in inside) / 2**20)})
+    return {"wall_s": round(wall, 2), "tree_peak_rss_mib": round(max(s[1] for s in samples) / 2**20),
+            "max_process_rss_mib": round(int(maxrss_kib) / 1024), "cpu_s": round(float(cpu_s), 1),
+            "phases": phases, "stdout": stdout.strip().splitlines()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.02, help="RSS sampling period, seconds")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
+                        help="also run the export from another checkout (alternated with this one)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                        help="also run this checkout with extra export flags, e.g. 'nospeed=--notflite_speed'")
+    parser.add_argument("--label", default="this", help="label of this checkout's candidate")
+    parser.add_argument("--output", help="also write the JSON here")
+    parser.add_argument("export_args", nargs="*", help="flags for python -m tfbert.export (after --)")
+    args = parser.parse_args()
+    export_args = args.export_args or ["--quantize"]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [(args.label, here, [])] + [(*t.split("=", 1), []) for t in args.tree] \
+        + [(label, here, flags.split()) for label, flags in (v.split("=", 1) for v in args.variant)]
+    results: dict[str, list[dict]] = {label: [] for label, _, _ in candidates}
+    for rep in range(args.repeat):
+        order = candidates if rep % 2 == 0 else candidates[::-1]
+        for label, tree, extra in order:
+            out = tempfile.mkdtemp(prefix="bench-export-")
+            env = dict(os.environ, PYTHONPATH=tree, TF_USE_LEGACY_KERAS="1")
+            command = [sys.executable, "-m", "tfbert.export", f"--output_dir={out}", *export_args, *extra]
+            try:
+                result = run_once(command, tree, env, args.interval)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            result["repeat"] = rep
+            results[label].append(result)
+            sys.stderr.write(f"{label} #{rep}: {result['wall_s']} s, tree peak {result['tree_peak_rss_mib']} MiB, "
+                             f"max process {result['max_process_rss_mib']} MiB, cpu {result['cpu_s']} s\n")
+    report = {"command": ["python", "-m", "tfbert.export", *export_args], "cpus": os.cpu_count(),
+              "python": platform.python_version(), "candidates": results}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, args.output)
+
+
+if __name__ == "__main__":
+    main()
