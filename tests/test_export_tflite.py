@@ -117,3 +117,29 @@ def test_doctor_accepts_the_tflite_and_catches_tampering(tiny_embed, tmp_path):
     assert damaged.returncode == 2
     messages = [row["message"] for row in json.loads(damaged.stdout)["rows"] if row["status"] == "error"]
     assert any("model_dynamic.tflite: sha256 differs from the manifest" in m for m in messages)
+
+
+def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+    from transformers import BertTokenizerFast
+
+    from tfbert.export import export_tflite, tflite
+
+    reference = tiny.reference_model("embed", seed=13)
+    model, tokenizer, files = tiny.checkpoint_with_tokenizer(str(tmp_path / "ckpt"), reference, "embed")
+    result = export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path / "out"),
+                           name="tiny", version=1, max_seq_length=32, calibration_texts=TEXTS,
+                           held_out_texts=TEXTS[:8], text_input=True, speed_vs_fp32=False)
+    assert result.text_path == os.path.join(os.path.dirname(result.path), "model_dynamic_text.tflite")
+    assert result.fidelity["text_vs_tokens_max_abs_diff"] <= 1e-4
+    # Casing, punctuation, accents, unknown words, emoji, empty, and truncation at 32 tokens.
+    texts = ["Hello, World!", "The CAT sat on the MAT.", "", "café naïve zzzq", "happy 😀 dog", "the bird flew " * 30]
+    hf = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    ids = hf(texts, padding="longest", truncation=True, max_length=32, return_tensors="np")
+    expected = tflite.TFLiteRunner(result.path)(
+        {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["sentence_embedding"]
+    got = tflite.TFLiteRunner(result.text_path, text_input=True)({"text": texts})["sentence_embedding"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Without tensorflow-text's kernels registered, LiteRT cannot run it.
+    with pytest.raises(RuntimeError, match=r"FastBertNormalize|FastWordpieceTokenize"):
+        Interpreter(model_path=result.text_path).allocate_tensors()

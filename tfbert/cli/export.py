@@ -29,6 +29,10 @@ flags.DEFINE_integer("max_seq_length", 128, "Truncation length of the in-graph t
 flags.DEFINE_integer("top_k", 5, "Fill-mask candidates per position.", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
 flags.DEFINE_boolean("saved_model", True, "Write the TF Serving SavedModel.")
+flags.DEFINE_boolean("tflite_text_input", False, "Also write model_<quantization>_text.tflite, whose input is "
+                     "raw text tokenized inside the model (needs tensorflow-text's TFLite ops at run time).")
+flags.DEFINE_boolean("tflite_speed", True, "Also convert an fp32 .tflite to time the quantized one against "
+                     "(--notflite_speed: a faster export, no speed figure).")
 flags.DEFINE_boolean("allow_accuracy_drop", False, "Publish a quantized model even below the accuracy gate.")
 flags.DEFINE_float("min_cosine", 0.99, "Accuracy gate: minimum mean sentence-embedding cosine vs fp32.")
 flags.DEFINE_float("min_agreement", 0.99, "Accuracy gate: minimum argmax agreement vs fp32 (classify).")
@@ -80,12 +84,18 @@ def main(argv: list[str]) -> int:
                              output_dir=FLAGS.output_dir, name=name, version=version, overwrite=FLAGS.overwrite,
                              max_seq_length=FLAGS.max_seq_length, calibration_texts=calibration,
                              min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
-                             allow_accuracy_drop=FLAGS.allow_accuracy_drop, progress=_progress)
+                             allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
+                             speed_vs_fp32=FLAGS.tflite_speed, progress=_progress)
         f = lite.fidelity
         agreement = f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f else ""
-        print(f"TFLite      {lite.path}  {lite.size_bytes / 2**20:.1f} MiB (fp32 {lite.fp32_size_bytes / 2**20:.1f})  "
+        fp32 = f" (fp32 {lite.fp32_size_bytes / 2**20:.1f})" if lite.fp32_size_bytes else ""
+        speed = f"  speed {lite.speedup_vs_fp32:.2f}x fp32" if lite.speedup_vs_fp32 is not None else ""
+        print(f"TFLite      {lite.path}  {lite.size_bytes / 2**20:.1f} MiB{fp32}  "
               f"cosine vs fp32 mean {f['cosine_mean']:.5f} min {f['cosine_min']:.5f}  max abs diff "
-              f"{f['max_abs_diff']:.2e}{agreement}  speed {lite.speedup_vs_fp32:.2f}x fp32  {lite.seconds:.1f} s")
+              f"{f['max_abs_diff']:.2e}{agreement}{speed}  {lite.seconds:.1f} s")
+        if lite.text_path:
+            print(f"TFLite text {lite.text_path}  same outputs as the token-input model on raw text "
+                  f"(max abs diff {f['text_vs_tokens_max_abs_diff']:.1e})")
         print(f"report      {lite.report_paths[1]}")
     return 0
 

@@ -90,33 +90,48 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
 
 @dataclasses.dataclass
 class TFLiteExport:
-    """What :func:`export_tflite` published and its report."""
+    """What :func:`export_tflite` published and its report.
+
+    ``speedup_vs_fp32`` and ``fp32_size_bytes`` are None when the fp32 comparison was
+    skipped (``speed_vs_fp32=False``); ``text_path`` is the raw-text model, when asked for.
+    """
 
     path: str
     quantization: str
     size_bytes: int
     fidelity: dict[str, float]
-    speedup_vs_fp32: float
-    fp32_size_bytes: int
+    speedup_vs_fp32: float | None
+    fp32_size_bytes: int | None
     layer_errors: list[dict[str, float]]
     seconds: float
     report_paths: tuple[str, str]
+    text_path: str | None = None
 
 
 def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir: str, name: str,
                   version: int, overwrite: bool = False, max_seq_length: int = 128,
                   calibration_texts: list[str] | None = None, held_out_texts: list[str] | None = None,
                   min_cosine: float = 0.99, min_agreement: float = 0.99, allow_accuracy_drop: bool = False,
-                  num_threads: int = 2, progress: Progress = lambda message: None) -> TFLiteExport:
-    """Convert, measure against fp32 on held-out text, gate on accuracy, and publish a .tflite.
+                  num_threads: int = 2, text_input: bool = False, speed_vs_fp32: bool = True,
+                  progress: Progress = lambda message: None) -> TFLiteExport:
+    """Convert, measure against the float graph on held-out text, gate on accuracy, and publish a .tflite.
 
     Writes ``<output_dir>/<name>-tflite/<version>/model_<quantization>.tflite`` with
     ``report.json`` / ``report.md`` and a ``SHA256SUMS`` manifest, all staged and renamed
     into place only when the accuracy gate passes (or ``allow_accuracy_drop``).
 
+    Fidelity is measured against the float32 TensorFlow graph the .tflite was converted
+    from (itself checked against the Keras model); ``speed_vs_fp32`` also converts an fp32
+    .tflite, only to time the two side by side. ``text_input`` adds
+    ``model_<quantization>_text.tflite``, whose input is ``text`` (string [batch]) tokenized
+    inside the model by tensorflow-text's TFLite kernels (run it with
+    ``TFLiteRunner(path, text_input=True)``); it is published only if its outputs equal the
+    token-input model's on the held-out texts plus edge cases.
+
     Raises:
         ExportError: below the gate (sentence cosine ``min_cosine``, or argmax agreement
-            ``min_agreement`` for classification) — nothing is published.
+            ``min_agreement`` for classification), or the raw-text model disagrees with the
+            token-input one — nothing is published.
     """
     from tfbert.errors import ExportError
     from tfbert.export import tflite
@@ -136,33 +151,51 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         return out
 
     graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), task)
-    progress(f"converting fp32 reference ({task})")
-    fp32 = tflite.convert(graph.module(), "none")
+    key = verify.MAIN_OUTPUT[task]
+    eval_batches = batches(held_out, 32)
+    reference = tflite.run_batches(tflite.GraphRunner(graph.module()), eval_batches, key)
+    keras_check = _keras_reference(model, task, eval_batches[:1])
     if quantization == "int8":
         progress(f"calibrating SmoothQuant scales on {len(calibration)} texts")
         graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
-    progress(f"converting {quantization}")
-    converted = fp32 if quantization == "none" else tflite.convert(graph.module(), quantization)
-    progress(f"verifying on {len(held_out)} held-out texts")
-    eval_batches = batches(held_out, 32)
-    runners = {"fp32": tflite.TFLiteRunner(fp32, num_threads),
-               quantization: tflite.TFLiteRunner(converted, num_threads)}
-    key = verify.MAIN_OUTPUT[task]
-    reference = tflite.run_batches(runners["fp32"], eval_batches, key)
-    candidate = tflite.run_batches(runners[quantization], eval_batches, key)
+    progress(f"converting {quantization} ({task})")
+    converted = tflite.convert(graph.module(), quantization)
+    runner = tflite.TFLiteRunner(converted, num_threads)
+    progress(f"verifying on {len(held_out)} held-out texts against the float graph")
+    candidate = tflite.run_batches(runner, eval_batches, key)
     scores = verify.fidelity(reference, candidate, task)
-    keras_check = _keras_reference(model, task, eval_batches[:1])
     scores["fp32_vs_keras_max_abs_diff"] = float(np.abs(reference[: len(keras_check)] - keras_check).max())
-    timings = tflite.time_runners(runners, eval_batches) if quantization != "none" else {"none": 1.0, "fp32": 1.0}
-    speedup = timings["fp32"] / timings[quantization]
+    text_model = None
+    if text_input:
+        progress(f"converting {quantization} with raw-text input")
+        text_model = tflite.convert(graph.module(tokenizer=tokenizer, max_seq_length=max_seq_length), quantization,
+                                    text_input=True)
+        progress("verifying the raw-text model against the token-input model")
+        scores["text_vs_tokens_max_abs_diff"] = _text_model_difference(
+            tflite.TFLiteRunner(text_model, num_threads, text_input=True), runner, held_out + EDGE_CASES,
+            tokenizer, max_seq_length, key, where=f"{name} {quantization} text")
+    fp32_size = speedup = None
+    if quantization == "none":
+        fp32_size, speedup = len(converted), 1.0
+    elif speed_vs_fp32:
+        progress("converting fp32 for the speed comparison")
+        fp32 = tflite.convert(graph.module(), "none")
+        fp32_size = len(fp32)
+        progress("timing against fp32")
+        timings = tflite.time_runners({"fp32": tflite.TFLiteRunner(fp32, num_threads), quantization: runner},
+                                      eval_batches)
+        del fp32
+        speedup = timings["fp32"] / timings[quantization]
     layer_errors = tflite.matmul_errors(graph, eval_batches[0]) if quantization in ("int8", "dynamic") else []
     gate_ok = scores["cosine_mean"] >= min_cosine and scores.get("argmax_agreement", 1.0) >= min_agreement
     report = Report(
         f"tfbert TFLite export: {name} ({quantization})",
-        ["layer", "qkv", "out", "ffn_in", "ffn_out"], layer_errors,
+        ["layer", *tflite.MATMULS], layer_errors,
         {"task": task, "quantization": quantization, "size_mib": len(converted) / 2**20,
-         "fp32_size_mib": len(fp32) / 2**20, **scores, "speedup_vs_fp32": speedup,
+         "fp32_size_mib": None if fp32_size is None else fp32_size / 2**20, "reference": "float32 TF graph",
+         **scores, "speedup_vs_fp32": speedup,
          "held_out_texts": len(held_out), "calibration_texts": len(calibration) if quantization == "int8" else 0,
+         **({"text_model_size_mib": len(text_model) / 2**20} if text_model else {}),
          "accuracy_gate": f"cosine >= {min_cosine}"
          + (f", agreement >= {min_agreement}" if task == "classify" else ""),
          "gate_passed": gate_ok})
@@ -174,17 +207,44 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                           fix="use --quantization=dynamic or fp16, more representative --calibration_data, "
                               "or --allow_accuracy_drop to publish anyway")
     target = os.path.join(output_dir, f"{layout.safe_name(name)}-tflite", str(version))
+    filename = f"model_{quantization}.tflite"
+    text_filename = f"model_{quantization}_text.tflite"
     with layout.staged_directory(target, overwrite=overwrite) as tmp:
-        path = os.path.join(tmp, f"model_{quantization}.tflite")
-        with open(path, "wb") as f:
-            f.write(converted)
+        for file, content in ((filename, converted), (text_filename, text_model)):
+            if content is not None:
+                with open(os.path.join(tmp, file), "wb") as f:
+                    f.write(content)
         report.summary["seconds"] = time.perf_counter() - start
         paths = report.write(os.path.join(tmp, "report"))
         write_manifest(tmp)
-    final = os.path.join(target, os.path.basename(path))
-    return TFLiteExport(final, quantization, len(converted), scores, speedup, len(fp32), layer_errors,
-                        time.perf_counter() - start,
-                        tuple(os.path.join(target, os.path.basename(p)) for p in paths))
+    return TFLiteExport(os.path.join(target, filename), quantization, len(converted), scores, speedup, fp32_size,
+                        layer_errors, time.perf_counter() - start,
+                        tuple(os.path.join(target, os.path.basename(p)) for p in paths),
+                        os.path.join(target, text_filename) if text_model else None)
+
+
+def _text_model_difference(text_runner, token_runner, texts: list[str], tokenizer, max_seq_length: int, key: str,
+                           where: str, atol: float = 1e-4) -> float:
+    """Largest difference between the raw-text model on ``texts`` and the token-input model on
+    tfbert's ids for them, batch by batch (same batches, so the same padding).
+
+    Raises:
+        ExportError: beyond ``atol``: the in-model tokenization differs.
+    """
+    from tfbert.errors import ExportError
+
+    worst = 0.0
+    for i in range(0, len(texts), 32):
+        chunk = texts[i:i + 32]
+        ids = tokenizer.tokenize_numpy(chunk, max_seq_length)
+        expected = token_runner(ids)[key]
+        got = text_runner({"text": np.array(chunk, dtype=object)})[key]
+        worst = max(worst, float(np.abs(expected.astype(np.float64) - got).max()))
+    if worst > atol:
+        raise ExportError("the raw-text TFLite model differs from the token-input model; nothing was published",
+                          where=where, expected=f"max abs diff <= {atol}", actual=f"{worst:.3g}",
+                          fix="report this as a bug; export without --tflite_text_input meanwhile")
+    return worst
 
 
 def _keras_reference(model, task: str, batches: list[dict]):

@@ -2,7 +2,8 @@
 
 Usage: python -m tfbert.export [--model=PATH] [--output_dir=exported] [--name=NAME] [--version=N]
        [--task=embed|classify|fill_mask] [--quantize] [--quantization=int8|dynamic|fp16|none]
-       [--calibration_data=FILE] [--max_seq_length=128] [--overwrite]
+       [--calibration_data=FILE] [--max_seq_length=128] [--tflite_text_input] [--notflite_speed]
+       [--overwrite]
 """
 
 from absl import flags

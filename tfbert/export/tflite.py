@@ -30,6 +30,7 @@ from tfbert.errors import BadInputError
 from tfbert.tf import import_tensorflow
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+MATMULS = ("qkv", "out", "ffn_in", "ffn_out")
 SMOOTHED = ("qkv", "ffn_in")
 _ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_fast": True, "gelu_pytorch_tanh": True}
 
@@ -81,31 +82,56 @@ class EncoderGraph:
                 "ln1": (g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias")),
                 "ln2": (g("output.LayerNorm.weight"), g("output.LayerNorm.bias"))}
 
-    def module(self, collect: bool = False):
-        """A tf.Module whose ``__call__`` is the graph; ``collect`` also returns each smoothed input's |max|."""
+    def module(self, collect: bool = False, tokenizer=None, max_seq_length: int = 128):
+        """A tf.Module whose ``__call__`` is the graph.
+
+        Args:
+            collect: also return each matmul's input (before smoothing), keyed
+                ``<kind><layer>`` (see :data:`MATMULS`).
+            tokenizer: a :class:`tfbert.tokenizer.BertTokenizer`: the input is then ``text``
+                (string [batch]), tokenized in the graph with tensorflow-text's TFLite
+                kernels (truncated to ``max_seq_length``) instead of ``input_ids`` /
+                ``attention_mask``.
+            max_seq_length: truncation length of the in-graph tokenizer.
+        """
         tf = import_tensorflow()
-        const = lambda a: tf.constant(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         w, eps, heads = self.w, self.eps, self.heads
         hidden = self.config["hidden_size"]
-        word = const(w["bert.embeddings.word_embeddings.weight"])
         type0 = w["bert.embeddings.token_type_embeddings.weight"][0]
-        pos = const(w["bert.embeddings.position_embeddings.weight"] + type0)
+        positions = w["bert.embeddings.position_embeddings.weight"] + type0
         layers = [self._layer(i) for i in range(self.layers)]
         smooth, task, act = self.smooth, self.task, self.act
 
         def norm(x, gamma, beta):
             mean = tf.reduce_mean(x, -1, keepdims=True)
             centred = x - mean
-            return centred * tf.math.rsqrt(tf.reduce_mean(centred * centred, -1, keepdims=True) + eps) \
-                * const(gamma) + const(beta)
+            return centred * tf.math.rsqrt(tf.reduce_mean(centred * centred, -1, keepdims=True) + eps) * gamma + beta
 
         def activation(x):
             return tf.nn.relu(x) if act == "relu" else tf.nn.gelu(x, approximate=_ACTIVATIONS[act])
 
         class Graph(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
-                                          tf.TensorSpec([None, None], tf.int32, name="attention_mask")])
-            def __call__(self, input_ids, attention_mask):
+            def __init__(self):
+                super().__init__(name="tfbert_encoder")
+                self.weights: list = []
+                self._used = 0
+
+            def const(self, array):
+                # Weights are variables, not graph constants: the converter's SavedModel round trip
+                # then writes and reads them once as a checkpoint instead of copying a graph full of
+                # constants several times (measured: about half the conversion's memory and time).
+                # tf.function traces twice on the first call; the second trace reuses, in order,
+                # the variables the first one made.
+                if self._used == len(self.weights):
+                    with tf.init_scope():
+                        self.weights.append(tf.Variable(np.ascontiguousarray(array, dtype=np.float32),
+                                                        trainable=False, name=f"w{self._used}"))
+                self._used += 1
+                return self.weights[self._used - 1]
+
+            def forward(self, input_ids, attention_mask):
+                self._used = 0
+                const = self.const
                 batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
                 # A run-time 1.0: multiplying the smoothing constants by it stops the converter
                 # from folding them back into the matmul weights (which would undo the smoothing).
@@ -115,18 +141,21 @@ class EncoderGraph:
                 def dense(x, name, weight_bias):
                     weight, bias = weight_bias
                     if collect:
-                        stats[name] = tf.reduce_max(tf.abs(x), 0)
+                        stats[name] = x
                     if name in smooth:
                         x = x * (const(1.0 / smooth[name]) * one)
                         weight = weight * smooth[name][:, None]
-                    return tf.matmul(x, const(weight)) + const(bias)
+                    # Stored [out, in], the layout of TFLite's FULLY_CONNECTED: the converter then
+                    # has no transpose of every weight matrix to fold (time and a copy of the weights).
+                    return tf.matmul(x, const(weight.T), transpose_b=True) + const(bias)
 
                 def split_heads(x):
                     return tf.transpose(tf.reshape(x, [batch, seq, heads, hidden // heads]), [0, 2, 1, 3])
 
-                x = tf.gather(word, input_ids) + tf.expand_dims(tf.slice(pos, [0, 0], [seq, hidden]), 0)
-                x = norm(tf.reshape(x, [batch * seq, hidden]), w["bert.embeddings.LayerNorm.weight"],
-                         w["bert.embeddings.LayerNorm.bias"])
+                x = tf.gather(const(w["bert.embeddings.word_embeddings.weight"]), input_ids) \
+                    + tf.expand_dims(tf.slice(const(positions), [0, 0], [seq, hidden]), 0)
+                x = norm(tf.reshape(x, [batch * seq, hidden]), const(w["bert.embeddings.LayerNorm.weight"]),
+                         const(w["bert.embeddings.LayerNorm.bias"]))
                 mask = tf.cast(attention_mask, tf.float32)
                 mask_bias = tf.reshape((1.0 - mask) * -30.0, [batch, 1, 1, seq])
                 for i, p in enumerate(layers):
@@ -134,9 +163,9 @@ class EncoderGraph:
                     probs = tf.nn.softmax(tf.matmul(split_heads(q), split_heads(k), transpose_b=True) + mask_bias, -1)
                     context = tf.reshape(tf.transpose(tf.matmul(probs, split_heads(v)), [0, 2, 1, 3]),
                                          [batch * seq, hidden])
-                    x = norm(dense(context, f"out{i}", p["out"]) + x, *p["ln1"])
+                    x = norm(dense(context, f"out{i}", p["out"]) + x, *map(const, p["ln1"]))
                     x = norm(dense(activation(dense(x, f"ffn_in{i}", p["ffn_in"])), f"ffn_out{i}", p["ffn_out"]) + x,
-                             *p["ln2"])
+                             *map(const, p["ln2"]))
                 x = tf.reshape(x, [batch, seq, hidden])
                 if task == "embed":
                     # Mean pooling's 1/count cancels in the L2 normalisation, and dropping the
@@ -151,7 +180,19 @@ class EncoderGraph:
                     out = {"logits": logits, "probabilities": tf.nn.softmax(logits, -1)}
                 return {**out, **stats} if collect else out
 
-        return Graph()
+        class TokenGraph(Graph):
+            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+                                          tf.TensorSpec([None, None], tf.int32, name="attention_mask")])
+            def __call__(self, input_ids, attention_mask):
+                return self.forward(input_ids, attention_mask)
+
+        class TextGraph(Graph):
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+            def __call__(self, text):
+                ids = tokenizer.tokenize(text, max_seq_length)
+                return self.forward(ids["input_ids"], ids["attention_mask"])
+
+        return TokenGraph() if tokenizer is None else TextGraph()
 
 
 def smoothquant_scales(graph: EncoderGraph, batches: list[dict[str, np.ndarray]], alpha: float = 0.5) -> dict:
@@ -159,13 +200,11 @@ def smoothquant_scales(graph: EncoderGraph, batches: list[dict[str, np.ndarray]]
 
     ``batches`` should look like inference: real text, padded to each batch's longest.
     """
-    probe = EncoderGraph(graph.w, graph.config, graph.task).module(collect=True)
     peaks: dict[str, np.ndarray] = {}
-    for batch in batches:
-        out = probe(batch["input_ids"], batch["attention_mask"])
-        for key, value in out.items():
+    for inputs in matmul_inputs(graph, batches):
+        for key, value in inputs.items():
             if key.startswith(SMOOTHED):
-                peaks[key] = np.maximum(peaks.get(key, 0), value.numpy())
+                peaks[key] = np.maximum(peaks.get(key, 0), np.abs(value).max(0))
     scales = {}
     for i in range(graph.layers):
         layer = graph._layer(i)
@@ -177,13 +216,19 @@ def smoothquant_scales(graph: EncoderGraph, batches: list[dict[str, np.ndarray]]
     return scales
 
 
-def convert(module, quantization: str) -> bytes:
-    """Convert a :class:`EncoderGraph` module to a TFLite flatbuffer."""
+def convert(module, quantization: str, text_input: bool = False) -> bytes:
+    """Convert a :class:`EncoderGraph` module to a TFLite flatbuffer (``text_input``: a module
+    made with a tokenizer, whose tensorflow-text ops become custom ops)."""
     tf = import_tensorflow()
     if quantization not in QUANTIZATIONS:
         raise BadInputError("unknown quantization", where="--quantization", expected="/".join(QUANTIZATIONS),
                             actual=quantization, fix="pick one of those")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+    if text_input:
+        # Builtins plus tensorflow-text's own TFLite kernels (registered at run time, see
+        # tfbert.tokenizer.tflite_op_registerers), never Flex.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.allow_custom_ops = True
     if quantization in ("dynamic", "int8", "fp16"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "fp16":
@@ -194,24 +239,55 @@ def convert(module, quantization: str) -> bytes:
 class TFLiteRunner:
     """Runs a tfbert .tflite with LiteRT, resizing inputs to each batch's shape.
 
+    ``text_input``: the model takes raw ``text`` (``model_<q>_text.tflite``), so the
+    interpreter registers tensorflow-text's TFLite kernels.
+
     Example:
         >>> runner = TFLiteRunner(open("model_int8.tflite", "rb").read())  # doctest: +SKIP
         >>> runner({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]  # doctest: +SKIP
+        >>> TFLiteRunner("model_int8_text.tflite", text_input=True)({"text": ["a sentence"]})  # doctest: +SKIP
     """
 
-    def __init__(self, model: bytes | str, num_threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, model: bytes | str, num_threads: int = 2, text_input: bool = False) -> None:
+        from ai_edge_litert.interpreter import Interpreter, InterpreterWithCustomOps
 
         kwargs = {"model_path": model} if isinstance(model, str) else {"model_content": model}
-        self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
+        if text_input:
+            from tfbert.tokenizer import tflite_op_registerers
+
+            self.interpreter = InterpreterWithCustomOps(num_threads=num_threads,
+                                                        custom_op_registerers=tflite_op_registerers(), **kwargs)
+        else:
+            self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
         self.runner = self.interpreter.get_signature_runner()
         self._inputs = self.runner.get_input_details()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.runner(**{k: np.ascontiguousarray(inputs[k], dtype=np.int32) for k in self._inputs})
+        return self.runner(**{k: _as_input(inputs[k]) for k in self._inputs})
+
+
+def _as_input(value) -> np.ndarray:
+    """int32 ids as they are; text (str or bytes) as the UTF-8 byte strings LiteRT's string tensors take."""
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":
+        return np.array([t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in array.ravel()],
+                        dtype=object).reshape(array.shape)
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+class GraphRunner:
+    """Runs an :meth:`EncoderGraph.module` (token input) in TensorFlow, with :class:`TFLiteRunner`'s interface."""
+
+    def __init__(self, module) -> None:
+        self.module = module
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, mask = (np.asarray(inputs[k], dtype=np.int32) for k in ("input_ids", "attention_mask"))
+        return {k: v.numpy() for k, v in self.module(ids, mask).items()}
 
 
 def run_batches(runner, batches: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """``runner``'s output ``key`` over ``batches``, concatenated."""
     return np.concatenate([runner(b)[key] for b in batches])
 
 
@@ -230,15 +306,24 @@ def time_runners(runners: dict, batches: list[dict[str, np.ndarray]], repeats: i
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def matmul_inputs(graph: EncoderGraph, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Every matmul's float input (``qkv<i>``, ``out<i>``, ``ffn_in<i>``, ``ffn_out<i>``: [tokens, features]),
+    per batch, from the graph itself run unsmoothed in collect mode."""
+    probe = EncoderGraph(graph.w, graph.config, graph.task).module(collect=True)
+    keys = {f"{kind}{i}" for kind in MATMULS for i in range(graph.layers)}
+    return [{k: v.numpy() for k, v in probe(b["input_ids"], b["attention_mask"]).items() if k in keys}
+            for b in batches]
+
+
 def matmul_errors(graph: EncoderGraph, batch: dict[str, np.ndarray]) -> list[dict[str, float]]:
     """Per-layer relative error of each int8 matmul (per-row int8 activations, per-channel int8
-    weights, as the runtime computes them), simulated in numpy on one calibration batch."""
+    weights, as the runtime computes them), simulated in numpy on one batch."""
     rows = []
-    layers = [graph._layer(i) for i in range(graph.layers)]
-    inputs = _matmul_inputs(graph, batch["input_ids"], batch["attention_mask"])
-    for i, layer in enumerate(layers):
+    inputs = matmul_inputs(graph, [batch])[0]
+    for i in range(graph.layers):
+        layer = graph._layer(i)
         row = {"layer": i}
-        for kind in ("qkv", "out", "ffn_in", "ffn_out"):
+        for kind in MATMULS:
             x = inputs[f"{kind}{i}"]
             weight = layer[kind][0]
             s = graph.smooth.get(f"{kind}{i}")
@@ -251,38 +336,3 @@ def matmul_errors(graph: EncoderGraph, batch: dict[str, np.ndarray]) -> list[dic
             row[kind] = float(np.linalg.norm(approx - exact) / (np.linalg.norm(exact) + 1e-12))
         rows.append(row)
     return rows
-
-
-def _matmul_inputs(g: EncoderGraph, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Every matmul's input in the float forward, computed in numpy (for :func:`matmul_errors`)."""
-    tf = import_tensorflow()
-    w, hidden, heads = g.w, g.config["hidden_size"], g.heads
-    batch, seq = input_ids.shape
-
-    def norm(x, gamma, beta):
-        mean = x.mean(-1, keepdims=True)
-        centred = x - mean
-        return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + g.eps) * gamma + beta
-
-    x = w["bert.embeddings.word_embeddings.weight"][input_ids] + (
-        w["bert.embeddings.position_embeddings.weight"][:seq] + w["bert.embeddings.token_type_embeddings.weight"][0])
-    x = norm(x.reshape(batch * seq, hidden), w["bert.embeddings.LayerNorm.weight"], w["bert.embeddings.LayerNorm.bias"])
-    bias = ((1.0 - attention_mask) * -30.0).reshape(batch, 1, 1, seq)
-    out = {}
-    for i in range(g.layers):
-        p = g._layer(i)
-        out[f"qkv{i}"] = x
-        q, k, v = np.split(x @ p["qkv"][0] + p["qkv"][1], 3, axis=-1)
-        split = lambda t: t.reshape(batch, seq, heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
-        scores = split(q) @ split(k).transpose(0, 1, 3, 2) + bias
-        probs = np.exp(scores - scores.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
-        context = (probs @ split(v)).transpose(0, 2, 1, 3).reshape(batch * seq, hidden)
-        out[f"out{i}"] = context
-        x = norm(context @ p["out"][0] + p["out"][1] + x, *p["ln1"])
-        out[f"ffn_in{i}"] = x
-        h = x @ p["ffn_in"][0] + p["ffn_in"][1]
-        h = tf.nn.gelu(h, approximate=_ACTIVATIONS.get(g.act, False)).numpy() if g.act != "relu" else np.maximum(h, 0)
-        out[f"ffn_out{i}"] = h
-        x = norm(h @ p["ffn_out"][0] + p["ffn_out"][1] + x, *p["ln2"])
-    return out
