@@ -2,7 +2,8 @@
 
 Usage: python -m tfbert.benchmark [--model=PATH] [--input=FILE] [--num_texts=2000] [--batch_size=32]
        [--num_threads=2] [--backends=keras-graph,tflite-int8,...] [--output_dir=benchmarks/results]
-       [--work_dir=~/.cache/tfbert/benchmark] [--exports_dir=DIR] [--latency_samples=200]
+       [--work_dir=~/.cache/tfbert/benchmark] [--exports_dir=DIR] [--repeats=3] [--latency_samples=200]
+       [--latency_seconds=60]
 """
 
 from absl import flags

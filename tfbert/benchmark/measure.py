@@ -57,7 +57,7 @@ def flops_per_token(config: dict, mean_length: float) -> float:
     Example:
         >>> round(flops_per_token({"hidden_size": 384, "intermediate_size": 1536,
         ...                        "num_hidden_layers": 6}, 17) / 1e6, 1)
-        21.3
+        21.4
     """
     h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     return 2.0 * layers * (4 * h * h + 2 * h * i + 2 * h * mean_length)
@@ -108,6 +108,22 @@ class RssSampler:
     @property
     def growth_mib(self) -> float:
         return self.peak_mib - self.start_mib
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so memory a
+    finished step freed does not sit in the next row's RSS."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 def latency_ms(samples: list[float]) -> tuple[float, float]:

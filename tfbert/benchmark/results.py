@@ -15,6 +15,23 @@ COLUMNS = ["backend", "texts_per_s", "real_tokens_per_s", "pct_of_compute_limit"
            "latency_p95_ms", "peak_rss_mib", "rss_growth_mib", "cosine_mean", "cosine_min", "max_abs_diff",
            "status"]
 STEMS = ("benchmark.json", "benchmark.md", "benchmark.png")
+# How the Markdown and text tables show a number (the JSON keeps full precision).
+FORMATS = {"texts_per_s": "{:.1f}", "real_tokens_per_s": "{:,.0f}", "pct_of_compute_limit": "{:.1f}",
+           "latency_p50_ms": "{:.2f}", "latency_p95_ms": "{:.2f}", "peak_rss_mib": "{:,.0f}",
+           "rss_growth_mib": "{:,.0f}", "cosine_mean": "{:.5f}", "cosine_min": "{:.5f}", "max_abs_diff": "{:.1e}"}
+SUMMARY_FORMATS = {"gemm_peak_gflops": "{:.1f}", "mean_real_tokens_per_text": "{:.2f}", "mflop_per_token": "{:.2f}",
+                   "compute_limit_tokens_per_s": "{:,.0f}", "load_average_1min": "{:.2f}",
+                   "load_average_1min_end": "{:.2f}"}
+
+
+def display(report: Report) -> Report:
+    """A copy of ``report`` with numbers rounded for reading (see :data:`FORMATS`)."""
+    def fmt(formats: dict[str, str], key: str, value):
+        return formats[key].format(value) if key in formats and isinstance(value, (int, float)) else value
+
+    rows = [{k: fmt(FORMATS, k, v) for k, v in row.items()} for row in report.rows]
+    summary = {k: fmt(SUMMARY_FORMATS, k, v) for k, v in report.summary.items()}
+    return Report(report.title, report.columns, rows, summary)
 
 
 def _replace(path: str, write) -> None:
@@ -39,7 +56,7 @@ def write_results(report: Report, output_dir: str) -> list[str]:
     os.makedirs(output_dir, exist_ok=True)
     json_path, md_path, png_path = (os.path.join(output_dir, s) for s in STEMS)
     _replace(json_path, _write_text(report.to_json()))
-    _replace(md_path, _write_text(report.to_markdown()))
+    _replace(md_path, _write_text(display(report).to_markdown()))
     _replace(png_path, lambda path: plot(report, path))
     return [json_path, md_path, png_path]
 
