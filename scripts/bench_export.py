@@ -11,12 +11,16 @@ is sampled every ``--interval`` seconds:
   ``ru_maxrss`` of the waited-for descendants (what ``/usr/bin/time -v`` calls
   "Maximum resident set size");
 * ``cpu_s``: user + system CPU seconds of the whole tree (wall time on a shared machine is noisy);
-* per phase: seconds, and the sampled tree peak and parent peak within it.
+* per phase: seconds, CPU seconds of the tree, and the sampled tree peak and parent peak within it.
 
 Candidates are run alternately (A B A B ...) so that load from other jobs on the machine hits
 them alike; compare the ratios. ``--tree=LABEL=PATH`` adds a candidate that runs the same
 command from another checkout (e.g. ``git archive HEAD~3 | tar -x -C /tmp/before``);
-``--variant=LABEL=FLAGS`` one that runs this checkout with extra flags.
+``--variant=LABEL=FLAGS`` one that runs this checkout with extra flags; ``--command=LABEL=CMD``
+any command line (``{out}`` becomes a fresh output directory), e.g. Optimum's exporter:
+
+    --command="optimum=python -m optimum.exporters.tflite --model=MODEL --task=feature-extraction
+               --sequence_length=128 --batch_size=1 {out}"
 
 Usage:
     python scripts/bench_export.py [--repeat=1] [--tree=before=/tmp/before] \
@@ -30,6 +34,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,23 +58,27 @@ sys.exit(code)
 """
 
 
-def _tree_rss(wrapper: psutil.Process) -> tuple[int, int]:
-    """(sum of RSS over the export's process tree, RSS of the export process itself) in bytes."""
+def _tree_sample(wrapper: psutil.Process) -> tuple[int, int, float]:
+    """(sum of RSS over the export's process tree, RSS of the export process itself) in bytes,
+    and the tree's CPU seconds so far (live processes plus the children they have waited for)."""
     total = parent = 0
+    cpu = 0.0
     try:
         procs = wrapper.children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0, 0
+        return 0, 0, 0.0
     for proc in procs:
         try:
             rss = proc.memory_info().rss
+            times = proc.cpu_times()
             is_export = proc.ppid() == wrapper.pid
         except psutil.NoSuchProcess:
             continue
         total += rss
+        cpu += times.user + times.system + times.children_user + times.children_system
         if is_export:
             parent = rss
-    return total, parent
+    return total, parent, cpu
 
 
 def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
@@ -92,10 +101,9 @@ def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     root = psutil.Process(proc.pid)
-    samples: list[tuple[float, int, int]] = []
+    samples: list[tuple[float, int, int, float]] = []
     while proc.poll() is None:
-        total, parent = _tree_rss(root)
-        samples.append((time.perf_counter() - start, total, parent))
+        samples.append((time.perf_counter() - start, *_tree_sample(root)))
         time.sleep(interval)
     wall = time.perf_counter() - start
     stdout = proc.stdout.read()
@@ -108,8 +116,12 @@ def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
     phases = []
     bounds = [*marks, (wall, "end")]
     for (t0, name), (t1, _) in itertools.pairwise(bounds):
-        inside = [s for s in samples if t0 <= s[0] < t1] or [(t0, 0, 0)]
-        phases.append({"phase": name, "seconds": round(t1 - t0, 2),
+        inside = [s for s in samples if t0 <= s[0] < t1] or [(t0, 0, 0, 0.0)]
+        # CPU: from the last sample before the phase to its last sample (the final phase ends
+        # at the total, which also counts what the last samples missed).
+        cpu_start = max([s[3] for s in samples if s[0] < t0] or [0.0])
+        cpu_end = float(cpu_s) if name == bounds[-2][1] else max(s[3] for s in inside)
+        phases.append({"phase": name, "seconds": round(t1 - t0, 2), "cpu_s": round(cpu_end - cpu_start, 2),
                        "tree_peak_mib": round(max(s[1] for s in inside) / 2**20),
                        "parent_peak_mib": round(max(s[2] for s in inside) / 2**20)})
     return {"wall_s": round(wall, 2), "tree_peak_rss_mib": round(max(s[1] for s in samples) / 2**20),
@@ -125,6 +137,8 @@ def main() -> None:
                         help="also run the export from another checkout (alternated with this one)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
                         help="also run this checkout with extra export flags, e.g. 'nospeed=--notflite_speed'")
+    parser.add_argument("--command", action="append", default=[], metavar="LABEL=COMMAND",
+                        help="also run another exporter's command line as given (e.g. Optimum's), same measures")
     parser.add_argument("--label", default="this", help="label of this checkout's candidate")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("export_args", nargs="*", help="flags for python -m tfbert.export (after --)")
@@ -133,13 +147,18 @@ def main() -> None:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     candidates = [(args.label, here, [])] + [(*t.split("=", 1), []) for t in args.tree] \
         + [(label, here, flags.split()) for label, flags in (v.split("=", 1) for v in args.variant)]
+    candidates += [(label, None, shlex.split(line)) for label, line in (c.split("=", 1) for c in args.command)]
     results: dict[str, list[dict]] = {label: [] for label, _, _ in candidates}
     for rep in range(args.repeat):
         order = candidates if rep % 2 == 0 else candidates[::-1]
         for label, tree, extra in order:
             out = tempfile.mkdtemp(prefix="bench-export-")
-            env = dict(os.environ, PYTHONPATH=tree, TF_USE_LEGACY_KERAS="1")
-            command = [sys.executable, "-m", "tfbert.export", f"--output_dir={out}", *export_args, *extra]
+            if tree is None:  # another exporter: its own command line, writing under {out}
+                env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+                command, tree = [word.replace("{out}", out) for word in extra], out
+            else:
+                env = dict(os.environ, PYTHONPATH=tree, TF_USE_LEGACY_KERAS="1")
+                command = [sys.executable, "-m", "tfbert.export", f"--output_dir={out}", *export_args, *extra]
             try:
                 result = run_once(command, tree, env, args.interval)
             finally:
