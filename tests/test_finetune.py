@@ -239,3 +239,32 @@ def test_fill_mask_on_minilm_without_mlm_head_is_one_clear_line(tmp_path, minilm
     lines = [line for line in run.stderr.strip().splitlines() if line.startswith("tfbert:")]
     assert len(lines) == 1 and "no fill_mask head" in lines[0] and "noise" in lines[0]
     assert "Traceback" not in run.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_mixed_precision_and_class_weights_end_to_end(tmp_path, trained):
+    """bfloat16 where the CPU has it (else a one-line refusal); the result loads and predicts in float32."""
+    from tfbert.finetune.run import bf16_capable_cpu
+    from tfbert.predict import Predictor
+
+    root = trained["root"]
+    # Imbalanced training data: 3 cats for every dog.
+    rows = write_marker_data(str(tmp_path / "train.csv"), 300, seed=7)
+    rows += [r for r in write_marker_data(str(tmp_path / "extra.csv"), 400, seed=8) if r[1] == "cat"]
+    with open(tmp_path / "train.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence", "topic"])
+        writer.writerows(rows)
+    run = subprocess.run([sys.executable, "-m", "tfbert.finetune", f"--model={trained['base']}",
+                          f"--train={tmp_path / 'train.csv'}", f"--eval={root / 'eval.csv'}",
+                          f"--output_dir={tmp_path / 'out'}", "--text_column=sentence", "--label_column=topic",
+                          "--freeze=embeddings,encoder:0", "--epochs=5", "--max_length=16", "--learning_rate=3e-3",
+                          "--mixed_precision", "--class_weights"], capture_output=True, text=True, timeout=300)
+    if not bf16_capable_cpu():
+        assert run.returncode == 2 and "drop --mixed_precision" in run.stderr.strip().splitlines()[-1]
+        return
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "precision mixed_bfloat16" in run.stderr
+    texts = [t for t, _ in trained["eval"]]
+    truth = np.array([label for _, label in trained["eval"]])
+    out = Predictor(str(tmp_path / "out"), task="classify", max_length=16).predict(texts)
+    assert (out["labels"] == truth).mean() >= 0.9

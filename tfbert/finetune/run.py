@@ -91,6 +91,22 @@ def _temporary_sibling(output_dir: str) -> str:
     return os.path.join(parent, f".{name}.tmp-{os.getpid()}")
 
 
+def _remove_stale_siblings(output_dir: str) -> None:
+    """Remove staging directories left by killed runs (their process no longer exists)."""
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    prefix = f".{name}.tmp-"
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix):].removesuffix("-old")
+        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except PermissionError:
+            continue
+
+
 def _publish(tmp: str, output_dir: str, overwrite: bool) -> None:
     output_dir = os.path.abspath(output_dir)
     if not os.path.exists(output_dir):
@@ -201,6 +217,7 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     eval_data = labelled_dataset(held_out.texts, eval_ids, tokenizer, batch_size=batch_size, max_length=max_length)
     steps = -(-len(train) // batch_size)
 
+    _remove_stale_siblings(output_dir)
     tmp = _temporary_sibling(output_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
