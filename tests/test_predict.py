@@ -1,6 +1,7 @@
 """predict: tf.data pipeline, input order, every backend against the Hugging Face model, file formats, CLI."""
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -56,32 +57,70 @@ def test_outputs_come_back_in_input_order_and_match_each_text_alone(embed_ckpt, 
     np.testing.assert_allclose(out["sentence_embedding"], golden, atol=1e-5)
 
 
-def test_keras_eager_and_graph_agree(embed_ckpt, golden):
-    from tfbert.predict import Predictor
-
-    _, directory = embed_ckpt
-    graph = Predictor(directory, backend="keras-graph", batch_size=4, max_length=32).predict(TEXTS)
-    np.testing.assert_allclose(graph["sentence_embedding"], golden, atol=1e-5)
-
-
-def test_tflite_backend_matches_keras(embed_ckpt, golden, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_models(embed_ckpt, tmp_path_factory):
+    """model_path per backend for the tiny embed checkpoint: itself, its SavedModel and fp32 .tflite."""
     from tfbert.checkpoint import find_checkpoint
-    from tfbert.export import export_tflite
     from tfbert.model import load
-    from tfbert.predict import Predictor
     from tfbert.tokenizer import BertTokenizer
 
-    _, directory = embed_ckpt
+    reference, directory = embed_ckpt
     files = find_checkpoint(directory)
     model = load(directory, require_head=True)
     tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
-    result = export_tflite(model, tokenizer, task="embed", quantization="none", output_dir=str(tmp_path),
-                           name="tiny", version=1, max_seq_length=32, calibration_texts=TEXTS,
-                           held_out_texts=TEXTS[:8])
-    predictor = Predictor(result.path, task="embed", batch_size=5, max_length=32, vocab_path=files.vocab,
-                          tokenizer_config=files.tokenizer_config)
-    assert predictor.backend == "tflite"
+    exports = _exports(model, tokenizer, files.vocab, str(tmp_path_factory.mktemp("tiny_exports")))
+    return {"keras-eager": directory, "keras-graph": directory, "keras-xla": directory, **exports,
+            "vocab": files.vocab, "reference": reference}
+
+
+def _exports(model, tokenizer, vocab: str, directory) -> dict[str, str]:
+    """A SavedModel and an fp32 .tflite of ``model``, written directly (the export module's own
+    verification subprocess is skipped; the parity tests here are the check)."""
+    from tfbert.export.savedmodel import build_serving_module, write_saved_model
+    from tfbert.export.tflite import EncoderGraph, convert, model_weights
+
+    saved = os.path.join(directory, "sm")
+    write_saved_model(build_serving_module(model, tokenizer, "embed"), saved, vocab_file=vocab)
+    lite = os.path.join(directory, "model_none.tflite")
+    with open(lite, "wb") as f:
+        f.write(convert(EncoderGraph(model_weights(model), model.config.to_dict(), "embed").module(), "none"))
+    return {"savedmodel": saved, "tflite": lite}
+
+
+@pytest.mark.parametrize("backend", ["keras-eager", "keras-graph", "keras-xla", "savedmodel", "tflite"])
+def test_every_backend_matches_hugging_face_batched_and_one_at_a_time(tiny_models, golden, backend):
+    from tfbert.predict import Predictor
+
+    predictor = Predictor(tiny_models[backend], backend=backend, batch_size=5, max_length=32, window=8,
+                          vocab_path=tiny_models["vocab"] if backend == "tflite" else None)
+    assert predictor.backend == backend
     np.testing.assert_allclose(predictor.predict(TEXTS)["sentence_embedding"], golden, atol=1e-5)
+    for text, expected in zip(TEXTS[:4], golden[:4], strict=True):
+        np.testing.assert_allclose(predictor.predict_one(text)["sentence_embedding"], expected, atol=1e-5)
+
+
+def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
+    from transformers import BertTokenizerFast
+
+    from tfbert.export.tflite import EncoderGraph, convert, model_weights
+    from tfbert.predict import Predictor
+
+    reference = tiny.reference_model("classify", seed=7)
+    model, _, files = tiny.checkpoint_with_tokenizer(str(tmp_path / "clf"), reference, "classify")
+    lite = tmp_path / "clf.tflite"
+    lite.write_bytes(convert(EncoderGraph(model_weights(model), model.config.to_dict(), "classify").module(), "none"))
+    predictor = Predictor(str(lite), task="classify", batch_size=4, max_length=32, vocab_path=files.vocab)
+    out = predictor.predict(TEXTS)
+
+    hf_tok = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    logits = reference(**hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np"),
+                       training=False).logits.numpy()
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    names = np.array(["negative", "positive", "neutral"])[expected.argmax(-1)]
+    assert list(out["labels"]) == list(names)
+    assert predictor.predict_one(TEXTS[3])["labels"] == names[3]
 
 
 def test_savedmodel_backend_matches_hugging_face(tmp_path):
@@ -203,3 +242,164 @@ def test_cli_writes_npy_and_fails_in_one_line(embed_ckpt, golden, tmp_path):
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.txt" in lines[0] and "fix:" in lines[0]
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_cli_round_trip_from_jsonl_csv_and_tfrecord_to_jsonl(tiny_models, golden, tmp_path):
+    texts = [*TEXTS[:-1], 'a "quoted", comma text']
+    paths = _write_all_formats(str(tmp_path), texts)
+    reference = hf_embeddings(*_reference_of(tiny_models), texts)
+    np.testing.assert_allclose(reference[:-1], golden[:-1], atol=1e-6)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    for fmt in ("jsonl", "csv", "tfrecord"):
+        output = tmp_path / f"out_{fmt}.jsonl"
+        done = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={tiny_models['tflite']}",
+                               f"--vocab={tiny_models['vocab']}", f"--input={paths[fmt]}", f"--output={output}",
+                               "--text_field=body", "--text_column=sentence", "--max_length=32", "--batch_size=3",
+                               "--noprogress"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        assert [r["index"] for r in rows] == list(range(len(texts))), fmt
+        np.testing.assert_allclose(np.array([r["sentence_embedding"] for r in rows]), reference, atol=1e-5,
+                                   err_msg=fmt)
+
+
+def _reference_of(tiny_models):
+    # The Hugging Face model the tiny checkpoint was written from, and the checkpoint directory.
+    return tiny_models["reference"], tiny_models["keras-graph"]
+
+
+def test_reorder_buffer_streams_in_order_and_holds_at_most_a_window():
+    from tfbert.predict import in_order
+
+    rng = np.random.default_rng(0)
+    rows, window, batch = 20_000, 512, 32
+    order = np.concatenate([start + rng.permutation(min(window, rows - start)) for start in range(0, rows, window)])
+    consumed = emitted = held_most = 0
+
+    def pipeline():  # rows shuffled within each window, as the length sort does
+        nonlocal consumed
+        for start in range(0, rows, batch):
+            indices = order[start:start + batch]
+            consumed += len(indices)
+            yield indices, {"sentence_embedding": indices[:, None] * np.ones((1, 3), np.float32)}
+
+    for indices, out in in_order(pipeline(), "embed"):
+        np.testing.assert_array_equal(indices, np.arange(emitted, emitted + len(indices)))
+        np.testing.assert_array_equal(out["sentence_embedding"][:, 0], indices)
+        emitted += len(indices)
+        held_most = max(held_most, consumed - emitted)
+    assert emitted == rows
+    assert held_most <= window + batch
+
+
+def test_writer_streams_rows_to_a_temporary_sibling_until_commit(tmp_path):
+    from tfbert.predict import write_rows
+
+    rows, width = 2_000, 64  # chunks of 64 KB: larger than the file buffer, so each reaches the disk
+    data = np.random.default_rng(1).normal(size=(rows, width)).astype(np.float32)
+    for suffix in (".npy", ".jsonl"):
+        path = tmp_path / f"out{suffix}"
+        sizes = []
+
+        def chunks(path=path, sizes=sizes):
+            for start in range(0, rows, 250):
+                yield np.arange(start, start + 250), {"sentence_embedding": data[start:start + 250]}
+                # After each chunk: written so far to the sibling, nothing at the final path yet.
+                siblings = [p for p in os.listdir(tmp_path) if p.startswith(f".{path.name}.tmp-")]
+                assert len(siblings) == 1 and not path.exists()
+                sizes.append(os.path.getsize(tmp_path / siblings[0]))
+
+        assert write_rows(str(path), "embed", chunks()) == rows
+        assert all(b > a for a, b in itertools.pairwise(sizes)), "rows were not written as they came"
+        if suffix == ".npy":
+            np.testing.assert_array_equal(np.load(path), data)
+        else:
+            got = [json.loads(line) for line in path.read_text().splitlines()]
+            assert [r["index"] for r in got] == list(range(rows))
+            np.testing.assert_allclose(np.array([r["sentence_embedding"] for r in got]), data, rtol=1e-6)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_writer_leaves_nothing_behind_when_the_input_fails(tmp_path):
+    from tfbert.predict import write_rows
+
+    def failing():
+        yield np.arange(2), {"sentence_embedding": np.ones((2, 4), np.float32)}
+        raise errors.BadInputError("bad input line", where="in.txt:3", fix="fix it")
+
+    with pytest.raises(errors.BadInputError):
+        write_rows(str(tmp_path / "out.npy"), "embed", failing())
+    assert os.listdir(tmp_path) == []
+
+
+def test_predictor_streams_a_long_input_in_order(embed_ckpt, tmp_path):
+    from tfbert.predict import Predictor, text_dataset, write_rows
+
+    _, directory = embed_ckpt
+    texts = [TEXTS[(i * 7) % len(TEXTS)] + f" {i % 3 * 'red '}" for i in range(600)]
+    source = tmp_path / "long.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    predictor = Predictor(directory, backend="keras-graph", batch_size=8, max_length=32, window=64)
+    expected = predictor.predict(texts)["sentence_embedding"]
+    assert write_rows(str(tmp_path / "out.npy"), "embed", predictor.ordered_batches(text_dataset(source))) == 600
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def minilm_golden(minilm_path):
+    """Golden values on the real checkpoint: Hugging Face's TFBertModel, mean pooled in numpy."""
+    from transformers import BertTokenizerFast, TFBertModel
+
+    hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
+    reference = TFBertModel.from_pretrained(minilm_path)
+    rows = []
+    for text in TEXTS:
+        batch = hf_tok([text], truncation=True, max_length=128, return_tensors="np")
+        mean = reference(**batch, training=False).last_hidden_state.numpy()[0].mean(axis=0)
+        rows.append(mean / np.linalg.norm(mean))
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def minilm_models(minilm_path, tmp_path_factory):
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    files = find_checkpoint(minilm_path)
+    model = load(minilm_path, require_head=True)
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    exports = _exports(model, tokenizer, files.vocab, str(tmp_path_factory.mktemp("minilm_exports")))
+    return {"keras-eager": minilm_path, "keras-graph": minilm_path, "keras-xla": minilm_path, **exports}
+
+
+@pytest.mark.parametrize("backend", ["keras-eager", "keras-graph", "keras-xla", "savedmodel", "tflite"])
+def test_every_backend_matches_hugging_face_on_minilm(minilm_models, minilm_golden, backend):
+    from tfbert.predict import Predictor
+
+    predictor = Predictor(minilm_models[backend], backend=backend, batch_size=8)
+    np.testing.assert_allclose(predictor.predict(TEXTS)["sentence_embedding"], minilm_golden, atol=2e-5)
+    np.testing.assert_allclose(predictor.predict_one(TEXTS[0])["sentence_embedding"], minilm_golden[0], atol=2e-5)
+
+
+def test_tflite_fp32_matches_hugging_face_on_every_batch_of_real_text(minilm_path, minilm_models):
+    # Hundreds of real sentences, length-sorted: consecutive batches share a shape, which is
+    # where LiteRT's per-call re-allocation gave wrong fp32 results (see LiteRTRunner).
+    from transformers import BertTokenizerFast, TFBertModel
+
+    from tfbert.predict import Predictor
+    from tfbert.predict.measure import sample_texts
+
+    texts = sample_texts(512)
+    hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
+    reference = TFBertModel.from_pretrained(minilm_path)
+    golden = []
+    for start in range(0, len(texts), 64):
+        batch = hf_tok(texts[start:start + 64], padding="longest", truncation=True, max_length=128,
+                       return_tensors="np")
+        hidden = reference(**batch, training=False).last_hidden_state.numpy()
+        mask = batch["attention_mask"][..., None]
+        mean = (hidden * mask).sum(1) / mask.sum(1)
+        golden.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+    predictor = Predictor(minilm_models["tflite"], batch_size=32)
+    np.testing.assert_allclose(predictor.predict(texts)["sentence_embedding"], np.concatenate(golden), atol=2e-5)

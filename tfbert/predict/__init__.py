@@ -8,8 +8,19 @@ Example:
     (1, 384)
 """
 
+from tfbert.predict.output import RowWriter, write_rows
 from tfbert.predict.pipeline import ReadStats, batched_inputs, count_records, text_dataset, texts_dataset
-from tfbert.predict.predictor import BACKENDS, TASKS, Predictor, Progress, assemble, resolve_backend
+from tfbert.predict.predictor import (
+    BACKENDS,
+    TASKS,
+    LiteRTRunner,
+    Predictor,
+    Progress,
+    assemble,
+    in_order,
+    resolve_backend,
+)
 
-__all__ = ["BACKENDS", "TASKS", "Predictor", "Progress", "ReadStats", "assemble", "batched_inputs",
-           "count_records", "resolve_backend", "text_dataset", "texts_dataset"]
+__all__ = ["BACKENDS", "TASKS", "LiteRTRunner", "Predictor", "Progress", "ReadStats", "RowWriter", "assemble",
+           "batched_inputs", "count_records", "in_order", "resolve_backend", "text_dataset", "texts_dataset",
+           "write_rows"]
