@@ -58,6 +58,7 @@ def test_writes_json_markdown_and_png_and_no_temporaries(run):
     assert "real_tokens_per_s" in markdown and "gemm_peak_gflops" in markdown
     assert [r["backend"] for r in run["json"]["rows"]] == ROWS
     assert "[tfbert.benchmark] keras-graph: timing" in run["proc"].stderr  # progress on stderr
+    assert "[tfbert.benchmark] round 2 of 2: one more timed pass of tflite-fp32, keras-graph" in run["proc"].stderr
 
 
 def test_real_token_counts_match_hugging_face_tokenizer(run):

@@ -101,7 +101,7 @@ def ensure_exports(rows: list[str], *, model_path: str | None, max_length: int, 
                 result = export_tflite(model, tokenizer, task="embed", quantization=TFLITE_ROWS[row],
                                        output_dir=os.path.join(cache, row), name="model", version=1,
                                        overwrite=True, max_seq_length=max_length, allow_accuracy_drop=True,
-                                       num_threads=num_threads, progress=progress)
+                                       num_threads=num_threads, speed_vs_fp32=False, progress=progress)
             paths[row] = result.path
         except TfbertError as e:
             errors[row] = f"export failed: {e}"

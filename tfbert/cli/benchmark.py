@@ -29,7 +29,8 @@ flags.DEFINE_string("work_dir", None, "Cache of the SavedModel / .tflite exports
                     "(default: $XDG_CACHE_HOME/tfbert/benchmark or ~/.cache/tfbert/benchmark).")
 flags.DEFINE_string("exports_dir", None, "Use the SavedModel / model_<quantization>.tflite files found under "
                     "this directory (python -m tfbert.export output) instead of exporting.")
-flags.DEFINE_integer("repeats", 3, "Timed passes over all texts per row; the fastest counts.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Timed passes over all texts per row (one after its warm-up, then rounds "
+                     "over all rows, alternating order); the fastest counts.", lower_bound=1)
 flags.DEFINE_integer("latency_samples", 200, "Single-text calls timed per row for p50/p95.", lower_bound=1)
 flags.DEFINE_float("latency_seconds", 60.0, "Stop timing single-text calls of a row after this long.",
                    lower_bound=0.0)
