@@ -211,6 +211,22 @@ def test_freeze_spec_and_mixed_precision_decision():
         mixed_precision_policy(True, has_gpu=False, bf16_cpu=False)
 
 
+def test_frozen_layers_run_in_inference_mode_and_the_rest_keeps_dropout():
+    from tfbert.finetune.train import apply_freeze, parse_freeze
+
+    config = {"hidden_dropout_prob": 0.5, "attention_probs_dropout_prob": 0.5}
+    inputs = tiny.sample_inputs()
+    model = tiny.reference_model("classify", config=config, seed=3)
+    apply_freeze(model, parse_freeze("all_but_head", model.config.num_hidden_layers))
+    pooled = [model.bert(**inputs, training=True).pooler_output.numpy() for _ in range(2)]
+    # The frozen encoder is deterministic in training mode and equals inference...
+    np.testing.assert_array_equal(pooled[0], pooled[1])
+    np.testing.assert_allclose(pooled[0], model.bert(**inputs, training=False).pooler_output.numpy(), atol=1e-6)
+    # ...while the trainable head keeps its dropout.
+    logits = [model(**inputs, training=True).logits.numpy() for _ in range(2)]
+    assert not np.allclose(logits[0], logits[1])
+
+
 def test_fill_mask_with_an_mlm_head_matches_hugging_face(tmp_path):
     from tfbert.predict import Predictor
 

@@ -95,13 +95,21 @@ def parse_freeze(spec: str | None, num_layers: int) -> FreezePlan:
 
 
 def apply_freeze(model, plan: FreezePlan) -> None:
-    """Set ``trainable=False`` on the frozen sublayers of a Hugging Face TF BERT model."""
+    """Set ``trainable=False`` on the frozen sublayers of a Hugging Face TF BERT model.
+
+    A frozen sublayer also runs in inference mode, as Keras' transfer-learning guide has a frozen
+    base do: its dropout is switched off, so it computes the features the exported model will.
+    """
     bert = model.bert
-    bert.embeddings.trainable = not plan.embeddings
-    for n, layer in enumerate(bert.encoder.layer):
-        layer.trainable = n not in plan.layers
-    if getattr(bert, "pooler", None) is not None:
-        bert.pooler.trainable = not plan.pooler
+    frozen = [bert.embeddings] if plan.embeddings else []
+    frozen += [layer for n, layer in enumerate(bert.encoder.layer) if n in plan.layers]
+    if plan.pooler and getattr(bert, "pooler", None) is not None:
+        frozen.append(bert.pooler)
+    for sublayer in frozen:
+        sublayer.trainable = False
+        for inner in sublayer.submodules:
+            if type(inner).__name__ == "Dropout":
+                inner.rate = 0.0
 
 
 def parameter_counts(model) -> tuple[int, int]:
