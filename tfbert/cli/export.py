@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
     name = FLAGS.name or _default_name(FLAGS.model)
     _progress(f"loading {files.root} ({FLAGS.task})")
     model = load(files.root, task=FLAGS.task, seq_length=FLAGS.max_seq_length, require_head=True)
+    _progress("building the tokenizer")
     tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
     if FLAGS.saved_model:
         result = export_saved_model(model, tokenizer, task=FLAGS.task, vocab_file=files.vocab,

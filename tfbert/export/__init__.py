@@ -68,13 +68,14 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
         progress(f"removed {stale} left by an interrupted export")
     version = layout.resolve_version(model_dir, version, overwrite)
     target = os.path.join(model_dir, str(version))
-    module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
     held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
+    progress(f"tracing the serving signatures ({task}) and running them on {len(held_out)} held-out texts")
+    module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
     inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
     expected = savedmodel.run_signatures(module, inputs)
     labels = label_names(model.config.to_dict()) if task == "classify" else None
     with layout.staged_directory(target, overwrite=overwrite) as tmp:
-        progress(f"writing SavedModel ({task}) to {target}")
+        progress(f"writing the SavedModel to {target}")
         savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
         savedmodel.write_warmup_requests(tmp, name, held_out[:8])
         progress("verifying: reloading the SavedModel in a fresh process")
