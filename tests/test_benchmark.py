@@ -58,7 +58,8 @@ def test_writes_json_markdown_and_png_and_no_temporaries(run):
     assert "real_tokens_per_s" in markdown and "gemm_peak_gflops" in markdown
     assert [r["backend"] for r in run["json"]["rows"]] == ROWS
     assert "[tfbert.benchmark] keras-graph: timing" in run["proc"].stderr  # progress on stderr
-    assert "[tfbert.benchmark] round 2 of 2: one more timed pass of tflite-fp32, keras-graph" in run["proc"].stderr
+    assert ("[tfbert.benchmark] round 2 of 2: GEMM peak again, then one more timed pass of tflite-fp32, keras-graph"
+            in run["proc"].stderr)
 
 
 def test_real_token_counts_match_hugging_face_tokenizer(run):
@@ -88,6 +89,8 @@ def test_fidelity_against_the_fp32_reference(run):
 def test_latency_memory_and_compute_limit_are_sensible(run):
     summary = run["json"]["summary"]
     assert 1 < summary["gemm_peak_gflops"] < 100_000
+    measured = summary["gemm_measurements_gflops"]
+    assert len(measured) == 2 and summary["gemm_peak_gflops"] == max(m["peak"] for m in measured)
     # FLOPs per token from the checkpoint's own matrices: 2 per weight of every encoder
     # projection, plus attention (scores and weighted sum) over the mean real length.
     from safetensors.numpy import load_file

@@ -14,37 +14,52 @@ from typing import Any
 import numpy as np
 
 
-def gemm_peak_gflops(size: int = 1536, trials: int = 5, per_trial: int = 4) -> float:
-    """The machine's fp32 matrix-multiply peak in GFLOP/s, measured with TensorFlow.
+def gemm_peak_gflops(size: int = 1536, trials: int = 5, per_trial: int = 4, num_threads: int = 2
+                     ) -> dict[str, float]:
+    """The machine's fp32 matrix-multiply peak in GFLOP/s, by TensorFlow's and by LiteRT's kernels.
 
-    TensorFlow's thread settings (``configure_runtime(intra_op_threads=...)``) apply, so at
-    2 threads this is the 2-thread peak the model paths can reach. Best of ``trials`` runs of
-    ``per_trial`` square ``size`` x ``size`` products (best, because other processes on the
-    machine only ever slow a run down).
+    Returns ``{"tensorflow": ..., "litert": ..., "peak": max of both}``: TensorFlow's matmul
+    (its thread settings apply, see ``configure_runtime``) and a LiteRT model of
+    fully-connected layers (XNNPACK, ``num_threads``) — the two kernel libraries the fp32 paths
+    run on, so neither path can look faster than the "limit". Each is the best of ``trials``
+    chains of ``per_trial`` square ``size`` x ``size`` products (best, because other
+    processes on the machine only ever slow a run down).
     """
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
     rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    b = tf.constant((rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32))
+    x = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    weights = [(rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32) for _ in range(per_trial)]
 
-    @tf.function
-    def products(a, b):
-        # A chain, each product feeding the next: identical products would be merged by
-        # Grappler's common-subexpression elimination. b's 1/sqrt(n) scale keeps values finite.
-        out = a
-        for _ in range(per_trial):
-            out = tf.matmul(out, b)
-        return tf.reduce_sum(out)
+    def chain(out):
+        # Each product feeds the next: identical products would be merged by Grappler's
+        # common-subexpression elimination. The 1/sqrt(n) scale keeps values finite.
+        for w in weights:
+            out = tf.matmul(out, w)
+        return out
 
-    products(a, b).numpy()
-    best = float("inf")
-    for _ in range(trials):
-        start = time.perf_counter()
-        products(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 * per_trial / best / 1e9
+    def best_seconds(run) -> float:
+        run()
+        best = float("inf")
+        for _ in range(trials):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    flops = 2.0 * size**3 * per_trial
+    graph = tf.function(chain, input_signature=[tf.TensorSpec([size, size], tf.float32)])
+    result = {"tensorflow": flops / best_seconds(lambda: graph(x).numpy()) / 1e9}
+    from ai_edge_litert.interpreter import Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], graph)
+    interpreter = Interpreter(model_content=converter.convert(), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    result["litert"] = flops / best_seconds(interpreter.invoke) / 1e9
+    result["peak"] = max(result["tensorflow"], result["litert"])
+    return result
 
 
 def flops_per_token(config: dict, mean_length: float) -> float:
