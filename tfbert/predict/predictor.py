@@ -73,9 +73,11 @@ class LiteRTRunner:
 
     LiteRT's signature runner resizes the inputs and re-allocates tensors on every call. With
     the XNNPACK delegate that is not only wasted time: re-allocating at the shape the tensors
-    already have gives wrong results on the fp32 all-MiniLM-L6-v2 export (ai-edge-litert as
-    installed here; cosine 0.91 to the Keras model on some batches, deterministic, gone when
-    the resize is skipped). Resizing only on a change avoids both.
+    already have gave wrong results on the fp32 all-MiniLM-L6-v2 export (ai-edge-litert as
+    installed here; cosine 0.91 to the Keras model on two batches of the first pass). Resizing
+    only on a change removed that in isolation, but the same wrong rows still appear on the
+    first fp32 pass of ``scripts/bench_predict.py`` (int8 models are not affected): the XNNPACK
+    fp32 problem is not fully understood yet.
 
     Args:
         model_path: the .tflite file.
