@@ -138,7 +138,9 @@ def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tmp_path):
     ids = hf(texts, padding="longest", truncation=True, max_length=32, return_tensors="np")
     expected = tflite.TFLiteRunner(result.path)(
         {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["sentence_embedding"]
-    got = tflite.TFLiteRunner(result.text_path, text_input=True)({"text": texts})["sentence_embedding"]
+    text_runner = tflite.TFLiteRunner(result.text_path)  # sees the text input, registers tensorflow-text's kernels
+    assert text_runner.input_names == ["text"]
+    got = text_runner({"text": texts})["sentence_embedding"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # Without tensorflow-text's kernels registered, LiteRT cannot run it.
     with pytest.raises(RuntimeError, match=r"FastBertNormalize|FastWordpieceTokenize"):

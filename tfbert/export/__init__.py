@@ -125,8 +125,8 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     from (itself checked against the Keras model); ``speed_vs_fp32`` also converts an fp32
     .tflite, only to time the two side by side. ``text_input`` adds
     ``model_<quantization>_text.tflite``, whose input is ``text`` (string [batch]) tokenized
-    inside the model by tensorflow-text's TFLite kernels (run it with
-    ``TFLiteRunner(path, text_input=True)``); it is published only if its outputs equal the
+    inside the model by tensorflow-text's TFLite kernels (``TFLiteRunner`` registers them);
+    it is published only if its outputs equal the
     token-input model's on the held-out texts plus edge cases.
 
     Raises:
@@ -173,7 +173,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                                     text_input=True)
         progress("verifying the raw-text model against the token-input model")
         scores["text_vs_tokens_max_abs_diff"] = _text_model_difference(
-            tflite.TFLiteRunner(text_model, num_threads, text_input=True), runner, held_out + EDGE_CASES,
+            tflite.TFLiteRunner(text_model, num_threads), runner, held_out + EDGE_CASES,
             tokenizer, max_seq_length, key, where=f"{name} {quantization} text")
     fp32_size = speedup = None
     if quantization == "none":
