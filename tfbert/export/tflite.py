@@ -5,7 +5,9 @@ Flex), so the encoder is rebuilt here from the model's own weights as plain TF o
 Q/K/V fused into one matmul with 1/sqrt(d) folded into Q, token type 0 folded into the
 position table, a small additive attention mask (-30, so no activation range is blown up)
 and float LayerNorm / softmax / GELU. Inputs are ``input_ids`` and ``attention_mask``
-(int32, batch and sequence both dynamic: resize them in the interpreter).
+(int32, batch and sequence both dynamic: resize them in the interpreter) or, for the
+raw-text variant, ``text`` (string [batch]) tokenized in the model by tensorflow-text's
+TFLite kernels (custom ops ``FastBertNormalize``, ``FastWordpieceTokenizeWithOffsets``).
 
 Quantizations:
     none     fp32.
