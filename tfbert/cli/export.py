@@ -25,6 +25,9 @@ flags.DEFINE_enum("quantization", "int8", ["int8", "dynamic", "fp16", "none"],
                   "TFLite quantization: full-integer int8, dynamic-range int8, float16 weights, or fp32.")
 flags.DEFINE_string("calibration_data", None, "Text file (one text per line) for int8 calibration "
                     "(default: tfbert's built-in sample of real sentences).")
+flags.DEFINE_string("held_out_data", None, "Text file (one text per line) the quantized model is measured and "
+                    "gated on, against fp32: texts like the ones it will see (default: every 4th line of "
+                    "--calibration_data, held out of calibration; else tfbert's built-in held-out sentences).")
 flags.DEFINE_integer("max_seq_length", 128, "Truncation length of the in-graph tokenizer.", lower_bound=2)
 flags.DEFINE_integer("top_k", 5, "Fill-mask candidates per position.", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
@@ -77,13 +80,17 @@ def main(argv: list[str]) -> int:
               f"(max abs diff {diffs})  {result.seconds:.1f} s")
     if FLAGS.quantize:
         from tfbert.export import export_tflite
-        from tfbert.export.samples import read_texts
+        from tfbert.export.samples import read_texts, split_texts
 
         calibration = read_texts(FLAGS.calibration_data) if FLAGS.calibration_data else None
+        held_out = read_texts(FLAGS.held_out_data) if FLAGS.held_out_data else None
+        if calibration and len(calibration) > 1 and not held_out:
+            calibration, held_out = split_texts(calibration)
         version = result.version if FLAGS.saved_model else (FLAGS.version or 1)
         lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
                              output_dir=FLAGS.output_dir, name=name, version=version, overwrite=FLAGS.overwrite,
                              max_seq_length=FLAGS.max_seq_length, calibration_texts=calibration,
+                             held_out_texts=held_out,
                              min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
                              allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
                              speed_vs_fp32=FLAGS.tflite_speed, progress=_progress)
