@@ -147,16 +147,6 @@ def latency_ms(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
-def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Per-row cosine (mean, min) and the largest absolute difference of two ``[N, d]`` arrays."""
-    ref = reference.astype(np.float64)
-    cand = candidate.astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-30)
-    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
-            "max_abs_diff": float(np.abs(ref - cand).max())}
-
-
 def machine_info() -> dict[str, Any]:
     """CPU model, core count and SIMD flags that matter for the kernels, plus the load average."""
     model, flags = platform.processor() or "unknown", set()

@@ -13,6 +13,7 @@ from tfbert.benchmark.exports import TFLITE_ROWS, ensure_exports
 from tfbert.benchmark.results import COLUMNS, write_results
 from tfbert.benchmark.runners import FP32_ROWS, ROWS, Runner, make_runner, onnx_unavailable
 from tfbert.errors import BadInputError
+from tfbert.fidelity import fidelity
 from tfbert.report import Report
 
 Progress = Callable[[str], None]
@@ -150,7 +151,7 @@ def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_di
             else:
                 result["status"] = "ok"
             if reference is not None:
-                result.update(measure.fidelity(reference, embeddings))
+                result.update(fidelity(reference, embeddings))
             _summarize(report, config, result, texts)
             progress(f"{row}: {result['texts_per_s']:.1f} texts/s, {result['real_tokens_per_s']:.0f} real tokens/s, "
                      f"p50 {result['latency_p50_ms']:.2f} ms, p95 {result['latency_p95_ms']:.2f} ms, "

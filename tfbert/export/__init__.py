@@ -18,6 +18,7 @@ import numpy as np
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.export import layout, savedmodel, verify
 from tfbert.export.samples import EDGE_CASES, read_texts, split_texts
+from tfbert.fidelity import fidelity
 from tfbert.model import label_names
 
 Progress = Callable[[str], None]
@@ -164,7 +165,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     runner = tflite.TFLiteRunner(converted, num_threads)
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
-    scores = verify.fidelity(reference, candidate, task)
+    scores = fidelity(reference, candidate, task)
     scores["fp32_vs_keras_max_abs_diff"] = float(np.abs(reference[: len(keras_check)] - keras_check).max())
     text_model = None
     if text_input:

@@ -21,25 +21,6 @@ from tfbert.errors import ExportError
 MAIN_OUTPUT = {"embed": "sentence_embedding", "classify": "probabilities", "fill_mask": "top_k_probabilities"}
 
 
-def fidelity(reference: np.ndarray, candidate: np.ndarray, task: str) -> dict[str, float]:
-    """Cosine (mean and min over rows), max abs diff and argmax agreement of two output arrays.
-
-    Example:
-        >>> a = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> fidelity(a, a, "embed")["cosine_min"]
-        1.0
-    """
-    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
-    cand = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-12)
-    out = {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
-           "max_abs_diff": float(np.abs(ref - cand).max())}
-    if task == "classify":
-        out["argmax_agreement"] = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
-    return out
-
-
 def compare_outputs(expected: dict[str, dict[str, np.ndarray]], actual: dict[str, dict[str, np.ndarray]],
                     where: str, atol: float = 1e-4) -> dict[str, float]:
     """Every signature's every output must match; returns the largest numeric difference per signature.

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tfbert.fidelity import fidelity
+
 SENTENCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sentences.txt")
 
 
@@ -36,19 +38,6 @@ def real_tokens(predictor, texts: list[str]) -> int:
         ids = predictor.tokenizer.tokenize_numpy(texts[start:start + 256], predictor.max_length)
         total += int(ids["attention_mask"].sum())
     return total
-
-
-def cosine(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Row-wise cosine similarity of two embedding matrices: mean and min.
-
-    Example:
-        >>> cosine(np.eye(2), np.eye(2))
-        {'cosine_mean': 1.0, 'cosine_min': 1.0}
-    """
-    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    b = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
-    rows = np.sum(a * b, axis=1)
-    return {"cosine_mean": round(float(rows.mean()), 6), "cosine_min": round(float(rows.min()), 6)}
 
 
 def time_predict(predictor, texts: list[str]) -> tuple[float, dict[str, np.ndarray]]:
@@ -121,7 +110,8 @@ def compare(predictors: dict[str, Any], texts: list[str], *, reference: str | No
             times = np.concatenate(latencies[name]) * 1e3
             row["batch1_p50_ms"] = round(float(np.percentile(times, 50)), 3)
             row["batch1_p95_ms"] = round(float(np.percentile(times, 95)), 3)
-        row.update(cosine(outputs[reference], outputs[name]))
+        scores = fidelity(outputs[reference], outputs[name])
+        row.update({k: round(scores[k], 6) for k in ("cosine_mean", "cosine_min")})
         rows.append(row)
     return rows
 
