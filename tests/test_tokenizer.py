@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tfbert.export.samples import read_texts
+from tfbert.samples import read_texts
 
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
 

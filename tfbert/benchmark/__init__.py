@@ -9,14 +9,14 @@ the machine's fp32 compute limit, batch-1 latency, RSS and fidelity against fp32
 Importing this package does not import TensorFlow.
 
 Example:
-    >>> from tfbert.benchmark import benchmark_texts, run_benchmark  # doctest: +SKIP
-    >>> from tfbert.export.samples import read_texts  # doctest: +SKIP
-    >>> report = run_benchmark(benchmark_texts(read_texts(), 2000), rows=["keras-graph", "tflite-int8"],
+    >>> from tfbert.benchmark import run_benchmark  # doctest: +SKIP
+    >>> from tfbert.samples import read_texts, repeat_texts  # doctest: +SKIP
+    >>> report = run_benchmark(repeat_texts(read_texts(), 2000), rows=["keras-graph", "tflite-int8"],
     ...                        output_dir="benchmarks/results", work_dir="benchmarks/cache")  # doctest: +SKIP
 """
 
 from tfbert.benchmark.results import write_results
 from tfbert.benchmark.runners import ROWS
-from tfbert.benchmark.suite import benchmark_texts, parse_rows, run_benchmark
+from tfbert.benchmark.suite import parse_rows, run_benchmark
 
-__all__ = ["ROWS", "benchmark_texts", "parse_rows", "run_benchmark", "write_results"]
+__all__ = ["ROWS", "parse_rows", "run_benchmark", "write_results"]

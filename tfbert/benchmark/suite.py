@@ -40,14 +40,6 @@ def parse_rows(spec: str | None) -> list[str]:
     return [r for r in ROWS if r in names]
 
 
-def benchmark_texts(texts: list[str], num_texts: int) -> list[str]:
-    """``num_texts`` texts: ``texts`` repeated in order as often as needed (or cut)."""
-    if num_texts < 1 or not texts:
-        raise BadInputError("need at least one text", where="--num_texts", expected=">= 1", actual=num_texts,
-                            fix="pass --num_texts=2000 and an --input with text lines")
-    return [texts[i % len(texts)] for i in range(num_texts)]
-
-
 def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_dir: str,
                   model_path: str | None = None, exports_dir: str | None = None, batch_size: int = 32,
                   max_length: int = 128, num_threads: int = 2, repeats: int = 3, latency_samples: int = 200,

@@ -50,10 +50,10 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         sys.stderr.write(f"tfbert.benchmark: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
         return 2
-    from tfbert.benchmark import benchmark_texts, parse_rows, run_benchmark
+    from tfbert.benchmark import parse_rows, run_benchmark
     from tfbert.benchmark.results import display
     from tfbert.errors import BadInputError
-    from tfbert.export.samples import read_texts
+    from tfbert.samples import read_texts, repeat_texts
 
     rows = parse_rows(FLAGS.backends)
     missing = [p for p in ("matplotlib", "psutil") if importlib.util.find_spec(p) is None]
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.exports_dir and not os.path.isdir(FLAGS.exports_dir):
         raise BadInputError("no such directory", where=f"--exports_dir={FLAGS.exports_dir}",
                             fix="pass the --output_dir of python -m tfbert.export, or leave it out")
-    texts = benchmark_texts(read_texts(FLAGS.input), FLAGS.num_texts)
+    texts = repeat_texts(read_texts(FLAGS.input), FLAGS.num_texts)
     common.quiet_tensorflow()
     report = run_benchmark(texts, rows=rows, output_dir=FLAGS.output_dir, work_dir=FLAGS.work_dir or
                            _default_work_dir(), model_path=FLAGS.model, exports_dir=FLAGS.exports_dir,

@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
               f"(max abs diff {diffs})  {result.seconds:.1f} s")
     if FLAGS.quantize:
         from tfbert.export import export_tflite
-        from tfbert.export.samples import read_texts, split_texts
+        from tfbert.samples import read_texts, split_texts
 
         calibration = read_texts(FLAGS.calibration_data) if FLAGS.calibration_data else None
         held_out = read_texts(FLAGS.held_out_data) if FLAGS.held_out_data else None

@@ -17,9 +17,9 @@ import numpy as np
 
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.export import layout, savedmodel, verify
-from tfbert.export.samples import EDGE_CASES, read_texts, split_texts
 from tfbert.fidelity import fidelity
 from tfbert.model import label_names
+from tfbert.samples import EDGE_CASES, read_texts, split_texts
 
 Progress = Callable[[str], None]
 

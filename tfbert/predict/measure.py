@@ -8,27 +8,23 @@ machine hits them all alike and their ratios stay meaningful even when absolute 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 
 from tfbert.fidelity import fidelity
+from tfbert.samples import read_texts, repeat_texts
 
-SENTENCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sentences.txt")
 
-
-def sample_texts(count: int = 2000, path: str = SENTENCES) -> list[str]:
+def sample_texts(count: int = 2000, path: str | None = None) -> list[str]:
     """``count`` short real texts: the lines of ``path`` (default: tfbert's sample dialog lines), repeated.
 
     Example:
         >>> len(sample_texts(500))
         500
     """
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    return (lines * (count // len(lines) + 1))[:count]
+    return repeat_texts(read_texts(path), count)
 
 
 def real_tokens(predictor, texts: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Real sentences shipped with tfbert: calibration and held-out verification text."""
+"""Real sentences shipped with tfbert: calibration, held-out verification and benchmark text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 from tfbert.errors import BadInputError
 
-_BUILTIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sentences.txt")
+_BUILTIN = os.path.join(os.path.dirname(__file__), "data", "sentences.txt")
 
 # Edge cases every verification includes: empty, whitespace, accents, CJK, emoji, long.
 EDGE_CASES = ["", "   ", "Café naïve Ångström", "中文字符 日本語", "emoji 😀👍🏽!", "word " * 200]
@@ -33,3 +33,17 @@ def split_texts(texts: list[str], held_out_every: int = 4) -> tuple[list[str], l
     held = texts[::held_out_every]
     calibration = [t for i, t in enumerate(texts) if i % held_out_every]
     return calibration, held
+
+
+def repeat_texts(texts: list[str], count: int) -> list[str]:
+    """``count`` texts: ``texts`` repeated in order as often as needed (or cut).
+
+    Example:
+        >>> repeat_texts(["a", "b"], 5)
+        ['a', 'b', 'a', 'b', 'a']
+    """
+    if count < 1 or not texts:
+        raise BadInputError("need at least one text", where="text count", expected=">= 1",
+                            actual=f"{count} of {len(texts)} texts",
+                            fix="ask for 1 or more texts from a non-empty file")
+    return [texts[i % len(texts)] for i in range(count)]
