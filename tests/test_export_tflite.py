@@ -28,11 +28,12 @@ TEXTS = ["the cat sat on the red mat", "a dog ran", "hello world!", "the bird fl
 
 def test_rebuilt_graph_matches_keras_for_each_shape(tiny_embed):
     from tfbert.export import tflite
+    from tfbert.litert import LiteRTRunner
     from tfbert.model import mean_pool
 
     model, tokenizer = tiny_embed
     graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), "embed")
-    runner = tflite.TFLiteRunner(tflite.convert(graph.module(), "none"))
+    runner = LiteRTRunner(tflite.convert(graph.module(), "none"))
     for texts in (TEXTS[:1], TEXTS[:5], TEXTS):  # batch and sequence length both change
         ids = tokenizer.tokenize_numpy(texts, 32)
         hidden = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
@@ -119,29 +120,40 @@ def test_doctor_accepts_the_tflite_and_catches_tampering(tiny_embed, tmp_path):
     assert any("model_dynamic.tflite: sha256 differs from the manifest" in m for m in messages)
 
 
-def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-    from transformers import BertTokenizerFast
+@pytest.fixture(scope="module")
+def tiny_text_export(tmp_path_factory):
+    """A tiny embed checkpoint exported with --tflite_text_input: (export result, checkpoint files)."""
+    from tfbert.export import export_tflite
 
-    from tfbert.export import export_tflite, tflite
-
+    tmp_path = tmp_path_factory.mktemp("lite_text")
     reference = tiny.reference_model("embed", seed=13)
     model, tokenizer, files = tiny.checkpoint_with_tokenizer(str(tmp_path / "ckpt"), reference, "embed")
     result = export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path / "out"),
                            name="tiny", version=1, max_seq_length=32, calibration_texts=TEXTS,
                            held_out_texts=TEXTS[:8], text_input=True, speed_vs_fp32=False)
+    return result, files
+
+
+def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tiny_text_export):
+    from ai_edge_litert.interpreter import Interpreter
+    from transformers import BertTokenizerFast
+
+    from tfbert.litert import LiteRTRunner
+
+    result, files = tiny_text_export
     assert result.text_path == os.path.join(os.path.dirname(result.path), "model_dynamic_text.tflite")
     assert result.fidelity["text_vs_tokens_max_abs_diff"] <= 1e-4
     # Casing, punctuation, accents, unknown words, emoji, empty, and truncation at 32 tokens.
     texts = ["Hello, World!", "The CAT sat on the MAT.", "", "café naïve zzzq", "happy 😀 dog", "the bird flew " * 30]
     hf = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
     ids = hf(texts, padding="longest", truncation=True, max_length=32, return_tensors="np")
-    expected = tflite.TFLiteRunner(result.path)(
+    expected = LiteRTRunner(result.path)(
         {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["sentence_embedding"]
-    text_runner = tflite.TFLiteRunner(result.text_path)  # sees the text input, registers tensorflow-text's kernels
+    text_runner = LiteRTRunner(result.text_path)  # sees the text input, registers tensorflow-text's kernels
     assert text_runner.input_names == ["text"]
     got = text_runner({"text": texts})["sentence_embedding"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # Without tensorflow-text's kernels registered, LiteRT cannot run it.
     with pytest.raises(RuntimeError, match=r"FastBertNormalize|FastWordpieceTokenize"):
         Interpreter(model_path=result.text_path).allocate_tensors()
+

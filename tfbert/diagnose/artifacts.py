@@ -43,10 +43,10 @@ def check_artifact(path: str) -> list[Finding]:
             return [*findings, _error("files", CorruptCheckpointError(
                 "not a TFLite flatbuffer", where=path, expected="identifier TFL3 at byte 4",
                 actual=head[4:8] or "a short file", fix="export again"))]
-        from tfbert.export.tflite import TFLiteRunner
+        from tfbert.litert import LiteRTRunner
 
         try:
-            runner = TFLiteRunner(path)
+            runner = LiteRTRunner(path)
             ids = np.array([[2, 5, 6, 3]], np.int32)
             outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids)})
         except (ValueError, RuntimeError) as e:

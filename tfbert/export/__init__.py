@@ -126,8 +126,8 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     from (itself checked against the Keras model); ``speed_vs_fp32`` also converts an fp32
     .tflite, only to time the two side by side. ``text_input`` adds
     ``model_<quantization>_text.tflite``, whose input is ``text`` (string [batch]) tokenized
-    inside the model by tensorflow-text's TFLite kernels (``TFLiteRunner`` registers them);
-    it is published only if its outputs equal the
+    inside the model by tensorflow-text's TFLite kernels (:class:`tfbert.litert.LiteRTRunner`
+    registers them); it is published only if its outputs equal the
     token-input model's on the held-out texts plus edge cases.
 
     Raises:
@@ -137,6 +137,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     """
     from tfbert.errors import ExportError
     from tfbert.export import tflite
+    from tfbert.litert import LiteRTRunner
     from tfbert.report import Report
 
     start = time.perf_counter()
@@ -162,7 +163,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
     progress(f"converting {quantization} ({task})")
     converted = tflite.convert(graph.module(), quantization)
-    runner = tflite.TFLiteRunner(converted, num_threads)
+    runner = LiteRTRunner(converted, num_threads)
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
     scores = fidelity(reference, candidate, task)
@@ -174,7 +175,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                                     text_input=True)
         progress("verifying the raw-text model against the token-input model")
         scores["text_vs_tokens_max_abs_diff"] = _text_model_difference(
-            tflite.TFLiteRunner(text_model, num_threads), runner, held_out + EDGE_CASES,
+            LiteRTRunner(text_model, num_threads), runner, held_out + EDGE_CASES,
             tokenizer, max_seq_length, key, where=f"{name} {quantization} text")
     fp32_size = speedup = None
     if quantization == "none":
@@ -184,7 +185,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         fp32 = tflite.convert(graph.module(), "none")
         fp32_size = len(fp32)
         progress("timing against fp32")
-        timings = tflite.time_runners({"fp32": tflite.TFLiteRunner(fp32, num_threads), quantization: runner},
+        timings = tflite.time_runners({"fp32": LiteRTRunner(fp32, num_threads), quantization: runner},
                                       eval_batches)
         del fp32
         speedup = timings["fp32"] / timings[quantization]

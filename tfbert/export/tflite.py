@@ -238,50 +238,9 @@ def convert(module, quantization: str, text_input: bool = False) -> bytes:
     return converter.convert()
 
 
-class TFLiteRunner:
-    """Runs a tfbert .tflite with LiteRT, resizing inputs to each batch's shape.
-
-    A model whose input is raw ``text`` (``model_<q>_text.tflite``) is detected, and then
-    tensorflow-text's TFLite kernels are registered; ``input_names`` says which inputs it takes.
-
-    Example:
-        >>> runner = TFLiteRunner(open("model_int8.tflite", "rb").read())  # doctest: +SKIP
-        >>> runner({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]  # doctest: +SKIP
-        >>> TFLiteRunner("model_int8_text.tflite")({"text": ["a sentence"]})  # doctest: +SKIP
-    """
-
-    def __init__(self, model: bytes | str, num_threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter, InterpreterWithCustomOps
-
-        kwargs = {"model_path": model} if isinstance(model, str) else {"model_content": model}
-        self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        self.runner = self.interpreter.get_signature_runner()
-        self._inputs = self.runner.get_input_details()
-        if "text" in self._inputs:
-            # A raw-text model: tensorflow-text's kernels must be registered before allocation
-            # (only then, so token models never import tensorflow-text).
-            from tfbert.tokenizer import tflite_op_registerers
-
-            self.interpreter = InterpreterWithCustomOps(num_threads=num_threads,
-                                                        custom_op_registerers=tflite_op_registerers(), **kwargs)
-            self.runner = self.interpreter.get_signature_runner()
-        self.input_names = sorted(self._inputs)
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.runner(**{k: _as_input(inputs[k]) for k in self._inputs})
-
-
-def _as_input(value) -> np.ndarray:
-    """int32 ids as they are; text (str or bytes) as the UTF-8 byte strings LiteRT's string tensors take."""
-    array = np.asarray(value)
-    if array.dtype.kind in "OSU":
-        return np.array([t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in array.ravel()],
-                        dtype=object).reshape(array.shape)
-    return np.ascontiguousarray(array, dtype=np.int32)
-
-
 class GraphRunner:
-    """Runs an :meth:`EncoderGraph.module` (token input) in TensorFlow, with :class:`TFLiteRunner`'s interface."""
+    """Runs an :meth:`EncoderGraph.module` (token input) in TensorFlow, with the interface of
+    :class:`tfbert.litert.LiteRTRunner`."""
 
     def __init__(self, module) -> None:
         self.module = module

@@ -13,7 +13,6 @@ from tfbert.predict.pipeline import ReadStats, batched_inputs, count_records, te
 from tfbert.predict.predictor import (
     BACKENDS,
     TASKS,
-    LiteRTRunner,
     Predictor,
     Progress,
     assemble,
@@ -21,6 +20,6 @@ from tfbert.predict.predictor import (
     resolve_backend,
 )
 
-__all__ = ["BACKENDS", "TASKS", "LiteRTRunner", "Predictor", "Progress", "ReadStats", "RowWriter", "assemble",
+__all__ = ["BACKENDS", "TASKS", "Predictor", "Progress", "ReadStats", "RowWriter", "assemble",
            "batched_inputs", "count_records", "in_order", "resolve_backend", "text_dataset", "texts_dataset",
            "write_rows"]

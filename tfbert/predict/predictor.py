@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from tfbert.errors import BadInputError
+from tfbert.litert import LiteRTRunner
 from tfbert.predict.pipeline import ReadStats, batched_inputs, text_dataset, texts_dataset
 from tfbert.tf import import_tensorflow
 
@@ -66,49 +67,6 @@ class _TaskHead:
                               "token_type_ids": token_type_ids})
 
     __call__ = call
-
-
-class LiteRTRunner:
-    """A tfbert .tflite under LiteRT, its inputs resized only when the batch shape changes.
-
-    LiteRT's signature runner resizes the inputs and re-allocates tensors on every call. With
-    the XNNPACK delegate that is not only wasted time: re-allocating at the shape the tensors
-    already have gave wrong results on the fp32 all-MiniLM-L6-v2 export (ai-edge-litert as
-    installed here; cosine 0.91 to the Keras model on two batches of the first pass). Resizing
-    only on a change removed that in isolation, but the same wrong rows still appear on the
-    first fp32 pass of ``scripts/bench_predict.py`` (int8 models are not affected): the XNNPACK
-    fp32 problem is not fully understood yet.
-
-    Args:
-        model_path: the .tflite file.
-        num_threads: interpreter threads.
-
-    Example:
-        >>> runner = LiteRTRunner("model_int8.tflite")  # doctest: +SKIP
-        >>> runner({"input_ids": ids, "attention_mask": mask})["sentence_embedding"].shape  # doctest: +SKIP
-        (2, 384)
-    """
-
-    def __init__(self, model_path: str, num_threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
-        signature = self.interpreter.get_signature_runner()
-        self._inputs = {name: d["index"] for name, d in signature.get_input_details().items()}
-        self._outputs = {name: d["index"] for name, d in signature.get_output_details().items()}
-        self._shape: tuple[int, ...] | None = None
-
-    def __call__(self, inputs: Batch) -> Batch:
-        shape = inputs["input_ids"].shape
-        if shape != self._shape:
-            for index in self._inputs.values():
-                self.interpreter.resize_tensor_input(index, shape, strict=False)
-            self.interpreter.allocate_tensors()
-            self._shape = shape
-        for name, index in self._inputs.items():
-            self.interpreter.set_tensor(index, np.ascontiguousarray(inputs[name], dtype=np.int32))
-        self.interpreter.invoke()
-        return {name: self.interpreter.get_tensor(index) for name, index in self._outputs.items()}
 
 
 class TFLiteTokenizer:
