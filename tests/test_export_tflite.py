@@ -157,3 +157,18 @@ def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tiny_text_export):
     with pytest.raises(RuntimeError, match=r"FastBertNormalize|FastWordpieceTokenize"):
         Interpreter(model_path=result.text_path).allocate_tensors()
 
+
+def test_doctor_runs_a_raw_text_tflite(tiny_text_export):
+    # The doctor used to feed token ids to every .tflite, a KeyError 'text' on a raw-text one.
+    from tfbert.diagnose.artifacts import check_artifact
+    from tfbert.litert import LiteRTRunner
+
+    result, _ = tiny_text_export
+    findings = check_artifact(result.text_path)
+    files = [f for f in findings if f.check == "files"]
+    assert [f.status for f in files] == ["ok"], files
+    assert "runs in LiteRT: sentence_embedding [1, 32]" in files[0].message
+    # Token ids given to the raw-text model: a typed error naming the input it takes.
+    ids = np.array([[2, 5, 3]], np.int32)
+    with pytest.raises(errors.BadInputError, match="pass text"):
+        LiteRTRunner(result.text_path)({"input_ids": ids, "attention_mask": ids})

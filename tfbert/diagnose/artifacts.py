@@ -47,8 +47,11 @@ def check_artifact(path: str) -> list[Finding]:
 
         try:
             runner = LiteRTRunner(path)
-            ids = np.array([[2, 5, 6, 3]], np.int32)
-            outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            if "text" in runner.input_names:  # a raw-text model (export --tflite_text_input)
+                outputs = runner({"text": ["a short sentence"]})
+            else:
+                ids = np.array([[2, 5, 6, 3]], np.int32)
+                outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids)})
         except (ValueError, RuntimeError) as e:
             return [*findings, _error("files", CorruptCheckpointError(
                 f"LiteRT cannot run it ({str(e).splitlines()[0]})", where=path, fix="export again"))]
