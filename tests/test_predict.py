@@ -384,7 +384,7 @@ def test_every_backend_matches_hugging_face_on_minilm(minilm_models, minilm_gold
 
 def test_tflite_fp32_matches_hugging_face_on_every_batch_of_real_text(minilm_path, minilm_models):
     # Hundreds of real sentences, length-sorted: consecutive batches share a shape, which is
-    # where LiteRT's per-call re-allocation gave wrong fp32 results (see LiteRTRunner).
+    # where a repeated invoke under XNNPACK gave wrong fp32 results (see tfbert/litert.py).
     from transformers import BertTokenizerFast, TFBertModel
 
     from tfbert.predict import Predictor
