@@ -172,3 +172,28 @@ def test_doctor_runs_a_raw_text_tflite(tiny_text_export):
     ids = np.array([[2, 5, 3]], np.int32)
     with pytest.raises(errors.BadInputError, match="pass text"):
         LiteRTRunner(result.text_path)({"input_ids": ids, "attention_mask": ids})
+
+
+def test_cli_gates_on_held_out_data_or_a_held_out_share_of_calibration_data(tmp_path):
+    import subprocess
+    import sys
+
+    directory = tiny.write_safetensors(str(tmp_path / "ckpt"), tiny.reference_model("embed", seed=11))
+    calibration, held_out = tmp_path / "calibration.txt", tmp_path / "held_out.txt"
+    calibration.write_text("\n".join(f"calibration text number {i}" for i in range(12)) + "\n", encoding="utf-8")
+    held_out.write_text("\n".join(TEXTS[:5]) + "\n", encoding="utf-8")
+
+    def export(version: int, *extra: str) -> dict:
+        cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--nosaved_model", "--quantize",
+               "--notflite_speed", "--max_seq_length=32", f"--output_dir={tmp_path / 'out'}", "--name=tiny",
+               f"--version={version}", f"--calibration_data={calibration}", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with open(tmp_path / "out" / "tiny-tflite" / str(version) / "report.json", encoding="utf-8") as f:
+            return json.load(f)
+
+    def counts(report: dict) -> tuple[int, int]:
+        return report["summary"]["calibration_texts"], report["summary"]["held_out_texts"]
+
+    assert counts(export(1)) == (9, 3)  # every 4th calibration line held out, never calibrated on
+    assert counts(export(2, f"--held_out_data={held_out}")) == (12, 5)
