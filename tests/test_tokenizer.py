@@ -226,22 +226,10 @@ def test_runs_in_tf_data_tf_function_and_saved_model(ours, tmp_path):
 def test_tflite_under_ai_edge_litert_gives_the_same_ids(ours, hf):
     from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
-    from tfbert.tf import import_tensorflow
     from tfbert.tokenizer import tflite_op_registerers
 
-    tf = import_tensorflow()
-
-    class Graph(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
-                                      tf.TensorSpec([None], tf.string, name="pair")])
-        def __call__(self, text, pair):
-            return ours.tokenize(text, 24, text_pairs=pair)
-
-    graph = Graph()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.__call__.get_concrete_function()], graph)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: builtins + tf-text kernels
-    converter.allow_custom_ops = True
-    interpreter = InterpreterWithCustomOps(model_content=converter.convert(),
+    # Builtins + tensorflow-text's kernels, no Flex.
+    interpreter = InterpreterWithCustomOps(model_content=ours.to_tflite(24, pairs=True),
                                            custom_op_registerers=tflite_op_registerers())
     texts, pairs = HARD + SPECIAL_CASES, list(reversed(HARD + SPECIAL_CASES))
     run = interpreter.get_signature_runner()

@@ -285,6 +285,36 @@ class BertTokenizer:
         out = self.tokenize(tf.constant(list(texts), tf.string), max_length, pairs)
         return {k: v.numpy() for k, v in out.items()}
 
+    def to_tflite(self, max_length: int, pairs: bool = False) -> bytes:
+        """This tokenizer as a TFLite flatbuffer: builtin ops plus tensorflow-text's kernels, no Flex.
+
+        Inputs ``text`` (and ``pair`` with ``pairs=True``), strings [batch]; outputs as
+        :meth:`tokenize`. Run it under LiteRT with :func:`tflite_op_registerers` (or
+        :class:`tfbert.litert.LiteRTRunner`, which registers them for a ``text`` input).
+
+        Example:
+            >>> flatbuffer = tok.to_tflite(128)  # doctest: +SKIP
+        """
+        tf = import_tensorflow()
+        tokenizer = self
+
+        class Graph(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
+            def single(self, text):
+                return tokenizer.tokenize(text, max_length)
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                          tf.TensorSpec([None], tf.string, name="pair")], autograph=False)
+            def paired(self, text, pair):
+                return tokenizer.tokenize(text, max_length, text_pairs=pair)
+
+        graph = Graph()
+        function = (graph.paired if pairs else graph.single).get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], graph)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.allow_custom_ops = True  # tensorflow-text's kernels, registered at run time
+        return converter.convert()
+
     def id_to_token(self, ids):
         """Token strings for int ids (any shape).
 

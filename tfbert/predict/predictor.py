@@ -89,18 +89,7 @@ class TFLiteTokenizer:
 
         from tfbert.tokenizer import tflite_op_registerers
 
-        tf = import_tensorflow()
-
-        class Graph(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
-            def __call__(self, text):
-                return tokenizer.tokenize(text, max_length)
-
-        graph = Graph()
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.__call__.get_concrete_function()], graph)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.allow_custom_ops = True
-        self.interpreter = InterpreterWithCustomOps(model_content=converter.convert(), num_threads=1,
+        self.interpreter = InterpreterWithCustomOps(model_content=tokenizer.to_tflite(max_length), num_threads=1,
                                                     custom_op_registerers=tflite_op_registerers())
         signature = self.interpreter.get_signature_runner()
         self._input = signature.get_input_details()["text"]["index"]
