@@ -66,7 +66,7 @@ def mixed_precision_policy(enabled: bool, *, has_gpu: bool, bf16_cpu: bool) -> s
 
     mixed_float16 on a GPU; on a CPU with native bfloat16 (AVX512-BF16/AMX) mixed_bfloat16,
     whose 8 exponent bits need no loss scaling. On such a CPU it is a memory saving, not a speed-up
-    (MiniLM, batch 16 x 128, 2 cores: 30% less training memory, 0.85-1.06x the float32 speed;
+    (MiniLM, batch 16 x 128, 2 cores: 30-40% less training memory, 0.88-1.23x the float32 speed;
     scripts/bench_finetune.py). On a CPU without it, bfloat16 is emulated and float16 has no
     fast path, so the run is refused rather than made slower.
     """
