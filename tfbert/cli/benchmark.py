@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 
 from absl import flags
 
@@ -36,9 +35,7 @@ flags.DEFINE_float("latency_seconds", 60.0, "Stop timing single-text calls of a 
                    lower_bound=0.0)
 
 
-def _progress(line: str) -> None:
-    sys.stderr.write(f"[tfbert.benchmark] {line}\n")
-    sys.stderr.flush()
+_progress = common.progress_writer("benchmark")
 
 
 def _default_work_dir() -> str:
@@ -47,9 +44,6 @@ def _default_work_dir() -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        sys.stderr.write(f"tfbert.benchmark: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
-        return 2
     from tfbert.benchmark import parse_rows, run_benchmark
     from tfbert.benchmark.results import display
     from tfbert.errors import BadInputError
@@ -76,4 +70,4 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    common.run(main)
+    common.run(main, "benchmark")

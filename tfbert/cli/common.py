@@ -26,10 +26,21 @@ def _parse(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-    """Run ``main`` as an absl app: a :class:`TfbertError` becomes one line on stderr and exit 2.
+def progress_writer(command: str) -> Callable[[str], None]:
+    """A function writing ``[tfbert.<command>] <line>`` progress lines to stderr."""
 
-    With ``--verbose`` the traceback is printed too. Unexpected exceptions are reported the
+    def write(line: str) -> None:
+        sys.stderr.write(f"[tfbert.{command}] {line}\n")
+        sys.stderr.flush()
+
+    return write
+
+
+def run(main: Callable[[list[str]], int | None], command: str) -> None:
+    """Run ``main`` as the absl app ``python -m tfbert.<command>``.
+
+    A :class:`TfbertError` becomes one line on stderr and exit 2; with ``--verbose`` the
+    traceback is printed too. Unexpected exceptions and positional arguments are reported the
     same way (one line, exit 2), so a user never sees a bare traceback by default.
     """
 
@@ -37,6 +48,10 @@ def run(main: Callable[[list[str]], int | None]) -> None:
         logging.basicConfig(level=logging.INFO if FLAGS.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.WARNING)
+        if len(argv) > 1:
+            sys.stderr.write(f"tfbert.{command}: error: unexpected arguments {argv[1:]} — fix: pass options as "
+                             "--flags (see --help)\n")
+            return 2
         try:
             return main(argv)
         except TfbertError as e:

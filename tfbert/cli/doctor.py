@@ -28,9 +28,6 @@ flags.DEFINE_boolean("json", False, "Print the findings as JSON.")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        sys.stderr.write(f"tfbert.doctor: error: unexpected arguments {argv[1:]} — fix: pass --model=PATH\n")
-        return 2
     from tfbert.diagnose import diagnose
 
     with diagnose(FLAGS.model, FLAGS.task, batch_size=FLAGS.batch_size, seq_length=FLAGS.seq_length,
@@ -42,4 +39,4 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    common.run(main)
+    common.run(main, "doctor")

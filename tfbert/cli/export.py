@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 from absl import flags
 
@@ -48,15 +47,10 @@ def _default_name(model_path: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "model"
 
 
-def _progress(message: str) -> None:
-    sys.stderr.write(f"[tfbert.export] {message}\n")
-    sys.stderr.flush()
+_progress = common.progress_writer("export")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        sys.stderr.write(f"tfbert.export: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
-        return 2
     common.quiet_tensorflow()
     from tfbert.checkpoint import find_checkpoint
     from tfbert.export import export_saved_model
@@ -109,4 +103,4 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    common.run(main)
+    common.run(main, "export")

@@ -6,8 +6,6 @@ vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and 
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
 from tfbert.cli import common
@@ -37,15 +35,10 @@ flags.DEFINE_string("output_dir", None, "Where the fine-tuned checkpoint directo
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.")
 
 
-def _progress(line: str) -> None:
-    sys.stderr.write(f"[tfbert.finetune] {line}\n")
-    sys.stderr.flush()
+_progress = common.progress_writer("finetune")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        sys.stderr.write(f"tfbert.finetune: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
-        return 2
     from tfbert.errors import BadInputError
 
     for name in ("train", "eval", "output_dir"):
@@ -73,4 +66,4 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    common.run(main)
+    common.run(main, "finetune")

@@ -8,7 +8,6 @@ batches finish (results are never all in memory), which is renamed into place at
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
@@ -34,15 +33,10 @@ flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.", lower_boun
 flags.DEFINE_boolean("progress", True, "Print a progress line on stderr about every second.")
 
 
-def _stderr(line: str) -> None:
-    sys.stderr.write(f"[tfbert.predict] {line}\n")
-    sys.stderr.flush()
+_stderr = common.progress_writer("predict")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        sys.stderr.write(f"tfbert.predict: error: unexpected arguments {argv[1:]} — fix: use --flags only\n")
-        return 2
     from tfbert.errors import BadInputError
 
     for name in ("input", "output"):
@@ -78,4 +72,4 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    common.run(main)
+    common.run(main, "predict")
