@@ -9,6 +9,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tests import tiny
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """tfbert's cache (compiled tokenizer tables) in a fresh directory: the suite starts cold,
+    never reads or writes the user's ~/.cache, and its CLI subprocesses inherit the setting."""
+    os.environ["TFBERT_CACHE"] = str(tmp_path_factory.mktemp("tfbert-cache"))
+
+
 @pytest.fixture(scope="session")
 def embed_reference():
     return tiny.reference_model("embed", seed=0)

@@ -193,6 +193,39 @@ def test_remaining_differences_are_the_documented_ones(tmp_path):
     assert tokens(f"a{dot}{stem}") == (["a", f"##{dot}", f"##{stem}"], ["a", f"##{stem}", f"##{dot}"])
 
 
+def test_compiled_tables_are_cached_and_a_damaged_entry_is_rebuilt(files, hf, tmp_path, monkeypatch):
+    import tfbert.tokenizer as tokenizer_module
+    from tfbert.tokenizer import BertTokenizer
+
+    texts = HARD + SPECIAL_CASES
+    want = hf(texts, padding="longest", truncation=True, max_length=128, return_tensors="np")
+    monkeypatch.setenv("TFBERT_CACHE", str(tmp_path / "cache"))
+    assert_same_ids(BertTokenizer.from_files(files.vocab, files.tokenizer_config).tokenize_numpy(texts, 128),
+                    want, texts)
+    entries = list((tmp_path / "cache" / "tokenizer").glob("*.npz"))
+    assert len(entries) == 1
+
+    def no_compiling(*args):
+        raise AssertionError("compiled the tables although they are cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tokenizer_module, "_normalization_table", no_compiling)
+        cached = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    assert_same_ids(cached.tokenize_numpy(texts, 128), want, texts)
+
+    # A truncated entry (a crash while copying, a full disk) is compiled again and replaced.
+    data = entries[0].read_bytes()
+    entries[0].write_bytes(data[: len(data) // 2])
+    rebuilt = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    assert_same_ids(rebuilt.tokenize_numpy(texts, 128), want, texts)
+    assert entries[0].read_bytes() == data
+
+    # Another vocabulary is another entry; TFBERT_CACHE=off writes nothing.
+    monkeypatch.setenv("TFBERT_CACHE", "off")
+    BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])
+    assert list((tmp_path / "cache" / "tokenizer").glob("*.npz")) == entries
+
+
 def test_runs_in_tf_data_tf_function_and_saved_model(ours, tmp_path):
     from tfbert.tf import import_tensorflow
 

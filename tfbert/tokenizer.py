@@ -51,7 +51,8 @@ changes no id unless the vocabulary contains them (bert-base-uncased's does not)
 containing :attr:`BertTokenizer.unmatched_chars` are split at those characters (Hugging
 Face keeps them whole).
 
-Building a tokenizer takes about 1.5 s the first time in a process (the tables are cached).
+Compiling a tokenizer's tables takes about 1.5 s; they are kept in tfbert's cache
+(:mod:`tfbert.cache`), so later tokenizers of the same vocabulary and settings load them.
 
 TFLite: a tf.function calling :meth:`BertTokenizer.tokenize` converts with
 ``converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]`` and
@@ -93,6 +94,10 @@ _MAX_TRIE_SIZE = 1 << 21  # offsets above this need the extended encoding, not w
 _WORD, _SPLIT, _SPACE = 0, 1, 2
 # The specials pass's vocabulary starts with these; the special tokens' names follow.
 _WORD_LIST = ("[UNK]", "[", "]")
+# Compiled kernel models in the cache: their names and types, and the layout's version.
+_MODELS = {"specials": np.uint8, "ascii_lower": np.uint8, "wordpiece": np.uint8, "words": np.uint8,
+           "unmatched": np.int64}
+_CACHE_FORMAT = 1
 _OPEN, _CLOSE = _WORD_LIST.index("["), _WORD_LIST.index("]")
 
 
@@ -127,6 +132,8 @@ class BertTokenizer:
         strip_accents: drop accents (NFD, then remove non-spacing marks); ``None`` follows
             ``lower_case``, as in Hugging Face.
         tokenize_chinese_chars: split CJK ideographs into single-character words.
+        cache: keep the compiled kernel models in tfbert's cache (:mod:`tfbert.cache`), so
+            the next tokenizer of this vocabulary and settings starts in milliseconds.
 
     Attributes:
         vocab: the vocabulary.
@@ -148,7 +155,7 @@ class BertTokenizer:
     """
 
     def __init__(self, vocab: list[str], lower_case: bool = True, strip_accents: bool | None = None,
-                 tokenize_chinese_chars: bool = True) -> None:
+                 tokenize_chinese_chars: bool = True, cache: bool = True) -> None:
         tf = import_tensorflow()
         import tensorflow_text as tf_text
 
@@ -161,28 +168,23 @@ class BertTokenizer:
         self.pad_id, self.unk_id = index["[PAD]"], index["[UNK]"]
         self.mask_id = index.get("[MASK]")
 
-        vocab_chars = frozenset("".join(self.vocab))
-        placeholder = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in vocab_chars)
-        table, self.unmatched_chars = _normalization_table(
-            self.lower_case, self.strip_accents, self.tokenize_chinese_chars, placeholder,
-            frozenset(vocab_chars & _split_disagreements().keys()))
-        # Pass "specials" normalizes like Hugging Face but keeps A-Z, so the case-sensitive
-        # special tokens can be recognized; lower-casing its output gives the main pass's text.
-        ascii_upper = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-        lowered = {ord(c): table[ord(c)] for c in ascii_upper if ord(c) in table}
-        keep_case = {c: s for c, s in table.items() if c not in lowered}
         names = [t[1:-1] for t in SPECIALS if t in index]
+        models = _compiled_models(self.vocab, names, self.lower_case, self.strip_accents,
+                                  self.tokenize_chinese_chars, cache)
+        self.unmatched_chars = frozenset(map(chr, models["unmatched"].tolist()))
+
+        def model(name: str):
+            return tf.constant(models[name], tf.uint8)
 
         with tf.init_scope():  # the models are constants, built eagerly even when called in a graph
-            self._specials_normalizer = tf_text.FastBertNormalizer(model_buffer=_model_tensor(tf, keep_case))
-            self._ascii_lower = (tf_text.FastBertNormalizer(model_buffer=_model_tensor(tf, lowered))
-                                 if lowered else None)
-            self._wordpiece = tf_text.FastWordpieceTokenizer(
-                vocab=self.vocab, suffix_indicator=SUFFIX, max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
-                token_out_type=tf.int32, unknown_token="[UNK]")
+            # Pass "specials" normalizes like Hugging Face but keeps A-Z, so the case-sensitive
+            # special tokens can be recognized; lower-casing its output gives the main pass's text.
+            self._specials_normalizer = tf_text.FastBertNormalizer(model_buffer=model("specials"))
+            self._ascii_lower = (tf_text.FastBertNormalizer(model_buffer=model("ascii_lower"))
+                                 if models["ascii_lower"].size else None)
+            self._wordpiece = tf_text.FastWordpieceTokenizer(model_buffer=model("wordpiece"), token_out_type=tf.int32)
             # One token per word: "[", "]", a special's name, or [UNK] for any other word.
-            self._words = tf_text.FastWordpieceTokenizer(
-                vocab=[*_WORD_LIST, *names], suffix_indicator=SUFFIX, token_out_type=tf.int32, unknown_token="[UNK]")
+            self._words = tf_text.FastWordpieceTokenizer(model_buffer=model("words"), token_out_type=tf.int32)
             continuation = [t.startswith(SUFFIX) and len(t) > len(SUFFIX) for t in self.vocab]
             self._is_word_start = tf.constant([0 if c else 1 for c in continuation], tf.int32)
             self._piece_chars = tf.constant([len(t) - len(SUFFIX) if c else len(t)
@@ -489,8 +491,58 @@ def _read_config(path: str) -> dict:
     return config
 
 
-def _model_tensor(tf, table: dict[int, str]):
-    return tf.constant(np.frombuffer(_normalizer_model(tuple(sorted(table.items()))), np.uint8))
+def _compiled_models(vocab: list[str], names: list[str], lower_case: bool, strip_accents: bool, chinese: bool,
+                     use_cache: bool) -> dict[str, np.ndarray]:
+    """The four kernel models (uint8 flatbuffers) and the unmatched characters (code points).
+
+    ``specials`` / ``ascii_lower``: the two normalization passes (``ascii_lower`` empty when
+    the text keeps its case); ``wordpiece``: the vocabulary; ``words``: the specials pass's.
+    Compiling them takes about 1.5 s and 150 MB (every code point through Hugging Face's and
+    ICU's rules); with ``use_cache`` the result is kept in tfbert's cache (:mod:`tfbert.cache`), keyed
+    by everything it depends on: the vocabulary, the settings, and the versions of
+    ``tokenizers`` and ``tensorflow-text``.
+    """
+    import hashlib
+
+    import tensorflow_text as tf_text
+
+    from tfbert import cache
+
+    settings = [_CACHE_FORMAT, _hf_tokenizers().__version__, tf_text.__version__, lower_case, strip_accents, chinese,
+                names, SUFFIX, MAX_CHARS_PER_WORD]
+    digest = hashlib.sha256((json.dumps(settings) + "\n" + "\n".join(vocab)).encode("utf-8")).hexdigest()
+    directory = cache.cache_dir("tokenizer") if use_cache else None
+    path = None if directory is None else os.path.join(directory, f"{digest[:32]}.npz")
+    models = cache.read_arrays(path)
+    if models is not None and set(models) == set(_MODELS) and all(models[k].dtype == _MODELS[k] for k in _MODELS):
+        return models
+
+    from tensorflow_text.core.pybinds import pywrap_fast_wordpiece_tokenizer_model_builder as builder
+
+    vocab_chars = frozenset("".join(vocab))
+    placeholder = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in vocab_chars)
+    table, unmatched = _normalization_table(lower_case, strip_accents, chinese, placeholder,
+                                            frozenset(vocab_chars & _split_disagreements().keys()))
+    ascii_upper = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    lowered = {ord(c): table[ord(c)] for c in ascii_upper if ord(c) in table}
+    keep_case = {c: s for c, s in table.items() if c not in lowered}
+
+    def normalizer(items: dict[int, str]) -> np.ndarray:
+        return np.frombuffer(_normalizer_model(tuple(sorted(items.items()))), np.uint8) if items \
+            else np.zeros(0, np.uint8)
+
+    def wordpiece(words: list[str], max_bytes: int) -> np.ndarray:
+        # What tf_text.FastWordpieceTokenizer(vocab=...) builds (without its bytes -> list -> tensor copy).
+        return np.frombuffer(builder.build_fast_wordpiece_model(words, max_bytes, SUFFIX, "[UNK]", False, False),
+                             np.uint8)
+
+    models = {"specials": normalizer(keep_case), "ascii_lower": normalizer(lowered),
+              "wordpiece": wordpiece(vocab, 4 * MAX_CHARS_PER_WORD), "words": wordpiece([*_WORD_LIST, *names], 100),
+              "unmatched": np.array(sorted(map(ord, unmatched)), np.int64)}
+    cache.write_arrays(path, models)
+    return models
+
+
 
 
 def _code_points(planes: tuple[int, ...]) -> np.ndarray:

@@ -25,7 +25,7 @@ flags.DEFINE_integer("num_threads", 2, "Threads for TensorFlow (intra- and inter
 flags.DEFINE_string("backends", "all", f"Comma list of rows to run, or all: {', '.join(ROWS)}.")
 flags.DEFINE_string("output_dir", os.path.join("benchmarks", "results"), "Where benchmark.{json,md,png} go.")
 flags.DEFINE_string("work_dir", None, "Cache of the SavedModel / .tflite exports, reused across runs "
-                    "(default: $XDG_CACHE_HOME/tfbert/benchmark or ~/.cache/tfbert/benchmark).")
+                    "(default: benchmark/ in tfbert's cache, $TFBERT_CACHE or ~/.cache/tfbert).")
 flags.DEFINE_string("exports_dir", None, "Use the SavedModel / model_<quantization>.tflite files found under "
                     "this directory (python -m tfbert.export output) instead of exporting.")
 flags.DEFINE_integer("repeats", 3, "Timed passes over all texts per row (one after its warm-up, then rounds "
@@ -39,8 +39,11 @@ _progress = common.progress_writer("benchmark")
 
 
 def _default_work_dir() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "tfbert", "benchmark")
+    import tempfile
+
+    from tfbert.cache import cache_dir
+
+    return cache_dir("benchmark") or os.path.join(tempfile.gettempdir(), "tfbert-benchmark")
 
 
 def main(argv: list[str]) -> int:
