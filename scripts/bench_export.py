@@ -6,7 +6,9 @@ to the next (``import`` is process start to the first line). While the export ru
 RSS of every process in its tree (the export and its verification / conversion children)
 is sampled every ``--interval`` seconds:
 
-* ``tree_peak_rss``: the largest *sum* over the tree at one sample (what the machine must hold);
+* ``tree_peak_rss``: the largest *sum* of RSS over the tree at one sample, and
+  ``tree_peak_pss``: the same with PSS, which counts the pages processes share (TensorFlow's
+  libraries) once — what the machine must actually hold;
 * ``max_process_rss``: the largest single process's peak, exact, from the kernel's
   ``ru_maxrss`` of the waited-for descendants (what ``/usr/bin/time -v`` calls
   "Maximum resident set size");
@@ -58,27 +60,29 @@ sys.exit(code)
 """
 
 
-def _tree_sample(wrapper: psutil.Process) -> tuple[int, int, float]:
+def _tree_sample(wrapper: psutil.Process) -> tuple[int, int, float, int]:
     """(sum of RSS over the export's process tree, RSS of the export process itself) in bytes,
-    and the tree's CPU seconds so far (live processes plus the children they have waited for)."""
-    total = parent = 0
+    the tree's CPU seconds so far (live processes plus the children they have waited for), and
+    the sum of PSS over the tree (shared library pages counted once, not once per process)."""
+    total = parent = pss = 0
     cpu = 0.0
     try:
         procs = wrapper.children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0, 0, 0.0
+        return 0, 0, 0.0, 0
     for proc in procs:
         try:
-            rss = proc.memory_info().rss
+            info = proc.memory_full_info()
             times = proc.cpu_times()
             is_export = proc.ppid() == wrapper.pid
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        total += rss
+        total += info.rss
+        pss += info.pss
         cpu += times.user + times.system + times.children_user + times.children_system
         if is_export:
-            parent = rss
-    return total, parent, cpu
+            parent = info.rss
+    return total, parent, cpu, pss
 
 
 def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
@@ -101,7 +105,7 @@ def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     root = psutil.Process(proc.pid)
-    samples: list[tuple[float, int, int, float]] = []
+    samples: list[tuple[float, int, int, float, int]] = []
     while proc.poll() is None:
         samples.append((time.perf_counter() - start, *_tree_sample(root)))
         time.sleep(interval)
@@ -116,15 +120,17 @@ def run_once(command: list[str], cwd: str, env: dict, interval: float) -> dict:
     phases = []
     bounds = [*marks, (wall, "end")]
     for (t0, name), (t1, _) in itertools.pairwise(bounds):
-        inside = [s for s in samples if t0 <= s[0] < t1] or [(t0, 0, 0, 0.0)]
+        inside = [s for s in samples if t0 <= s[0] < t1] or [(t0, 0, 0, 0.0, 0)]
         # CPU: from the last sample before the phase to its last sample (the final phase ends
         # at the total, which also counts what the last samples missed).
         cpu_start = max([s[3] for s in samples if s[0] < t0] or [0.0])
         cpu_end = float(cpu_s) if name == bounds[-2][1] else max(s[3] for s in inside)
         phases.append({"phase": name, "seconds": round(t1 - t0, 2), "cpu_s": round(cpu_end - cpu_start, 2),
                        "tree_peak_mib": round(max(s[1] for s in inside) / 2**20),
+                       "tree_peak_pss_mib": round(max(s[4] for s in inside) / 2**20),
                        "parent_peak_mib": round(max(s[2] for s in inside) / 2**20)})
     return {"wall_s": round(wall, 2), "tree_peak_rss_mib": round(max(s[1] for s in samples) / 2**20),
+            "tree_peak_pss_mib": round(max(s[4] for s in samples) / 2**20),
             "max_process_rss_mib": round(int(maxrss_kib) / 1024), "cpu_s": round(float(cpu_s), 1),
             "phases": phases, "stdout": stdout.strip().splitlines()}
 
@@ -140,6 +146,8 @@ def main() -> None:
     parser.add_argument("--command", action="append", default=[], metavar="LABEL=COMMAND",
                         help="also run another exporter's command line as given (e.g. Optimum's), same measures")
     parser.add_argument("--label", default="this", help="label of this checkout's candidate")
+    parser.add_argument("--cold_cache", action="store_true",
+                        help="run every export with an empty tfbert cache (default: the user's, warm after one run)")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("export_args", nargs="*", help="flags for python -m tfbert.export (after --)")
     args = parser.parse_args()
@@ -159,13 +167,16 @@ def main() -> None:
             else:
                 env = dict(os.environ, PYTHONPATH=tree, TF_USE_LEGACY_KERAS="1")
                 command = [sys.executable, "-m", "tfbert.export", f"--output_dir={out}", *export_args, *extra]
+            if args.cold_cache:
+                env["TFBERT_CACHE"] = os.path.join(out, "cache")
             try:
                 result = run_once(command, tree, env, args.interval)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
             result["repeat"] = rep
             results[label].append(result)
-            sys.stderr.write(f"{label} #{rep}: {result['wall_s']} s, tree peak {result['tree_peak_rss_mib']} MiB, "
+            sys.stderr.write(f"{label} #{rep}: {result['wall_s']} s, tree peak {result['tree_peak_rss_mib']} MiB "
+                             f"(PSS {result['tree_peak_pss_mib']} MiB), "
                              f"max process {result['max_process_rss_mib']} MiB, cpu {result['cpu_s']} s\n")
     report = {"command": ["python", "-m", "tfbert.export", *export_args], "cpus": os.cpu_count(),
               "python": platform.python_version(), "candidates": results}

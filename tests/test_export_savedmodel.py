@@ -66,6 +66,70 @@ def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
     np.testing.assert_allclose(ids["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5)
 
 
+def _hf_batch(directory, texts, pairs=None, max_length=32):
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    batch = tok(texts, pairs, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+    return {k: v.astype(np.int32) for k, v in batch.items()}
+
+
+def _export_task(reference, task, tmp_path, texts):
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export import export_saved_model
+    from tfbert.model import load
+    from tfbert.tf import import_tensorflow
+    from tfbert.tokenizer import BertTokenizer
+
+    directory = tiny.write_safetensors(str(tmp_path / "ckpt"), reference)
+    files = find_checkpoint(directory)
+    result = export_saved_model(load(directory, task=task, require_head=True),
+                                BertTokenizer.from_files(files.vocab, files.tokenizer_config), task=task,
+                                vocab_file=files.vocab, output_dir=str(tmp_path / "out"), name=task,
+                                max_seq_length=32, texts=texts)
+    return directory, import_tensorflow().saved_model.load(result.path)
+
+
+def test_fill_mask_savedmodel_gives_hugging_faces_top_k(tmp_path):
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    reference = tiny.reference_model("fill_mask", seed=4)
+    texts = ["the cat [MASK] on the mat", "a [MASK] dog ran", "hello [MASK]!"]
+    directory, loaded = _export_task(reference, "fill_mask", tmp_path, texts)
+    served = loaded.signatures["serving_default"](text=tf.constant(texts))
+    batch = _hf_batch(directory, texts)
+    logits = reference(**batch, training=False).logits.numpy().astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    mask_id = tiny.VOCAB.index("[MASK]")
+    for row in range(len(texts)):
+        position = int(np.flatnonzero(batch["input_ids"][row] == mask_id)[0])
+        expected = np.argsort(-probs[row, position])[:5]
+        assert served["top_k_ids"].numpy()[row, position].tolist() == expected.tolist()
+        assert [t.decode() for t in served["top_k_tokens"].numpy()[row, position]] == \
+            [tiny.VOCAB[i] for i in expected]
+        np.testing.assert_allclose(served["top_k_probabilities"].numpy()[row, position], probs[row, position][expected],
+                                   atol=1e-5)
+
+
+def test_embed_savedmodel_token_states_follow_token_types(tmp_path):
+    """The tokenized signature looks token types up: sentence pairs equal Hugging Face's states."""
+    from tfbert.model import mean_pool
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    reference = tiny.reference_model("embed", seed=5)
+    directory, loaded = _export_task(reference, "embed", tmp_path, TEXTS)
+    batch = _hf_batch(directory, ["the cat sat", "a dog ran on the red mat"], ["on the mat", "yes"])
+    assert batch["token_type_ids"].any()
+    served = loaded.signatures["tokenized"](**{k: tf.constant(v) for k, v in batch.items()})
+    hidden = reference(**batch, training=False).last_hidden_state
+    np.testing.assert_allclose(served["token_embeddings"].numpy(), hidden.numpy(), atol=1e-5)
+    np.testing.assert_allclose(served["sentence_embedding"].numpy(),
+                               mean_pool(hidden, batch["attention_mask"]).numpy(), atol=1e-5)
+
+
 def test_versions_are_never_overwritten_by_accident(classifier, tmp_path):
     _, directory = classifier
     assert _export(directory, tmp_path).version == 1
@@ -89,6 +153,24 @@ def test_failed_verification_publishes_nothing(classifier, tmp_path, monkeypatch
     with pytest.raises(errors.ExportError):
         _export(directory, tmp_path)
     assert os.listdir(tmp_path / "tiny") == []
+
+
+def test_export_graph_that_differs_from_keras_is_refused(classifier, tmp_path, monkeypatch):
+    """A graph-building bug (here: one LayerNorm weight doubled) stops the export before it writes."""
+    from tfbert.export import graph, savedmodel
+
+    _, directory = classifier
+
+    def off(model):
+        weights = graph.model_weights(model)
+        weights["bert.encoder.layer.1.output.LayerNorm.weight"] *= 2
+        return weights
+
+    monkeypatch.setattr(savedmodel, "model_weights", off)
+    with pytest.raises(errors.ExportError) as info:
+        _export(directory, tmp_path)
+    assert "differs from the Keras model" in str(info.value) and "logits" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_killed_export_leaves_no_version_and_is_cleaned_up(classifier, tmp_path):

@@ -28,11 +28,12 @@ TEXTS = ["the cat sat on the red mat", "a dog ran", "hello world!", "the bird fl
 
 def test_rebuilt_graph_matches_keras_for_each_shape(tiny_embed):
     from tfbert.export import tflite
+    from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.litert import LiteRTRunner
     from tfbert.model import mean_pool
 
     model, tokenizer = tiny_embed
-    graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), "embed")
+    graph = EncoderGraph(model_weights(model), model.config.to_dict(), "embed")
     runner = LiteRTRunner(tflite.convert(graph.module(), "none"))
     for texts in (TEXTS[:1], TEXTS[:5], TEXTS):  # batch and sequence length both change
         ids = tokenizer.tokenize_numpy(texts, 32)
@@ -62,6 +63,7 @@ def test_quantized_exports_pass_the_gate_and_are_published(tiny_embed, tmp_path,
 
 def test_accuracy_gate_refuses_a_broken_quantization(tiny_embed, tmp_path, monkeypatch):
     from tfbert.export import export_tflite, tflite
+    from tfbert.export.graph import EncoderGraph, model_weights
 
     model, tokenizer = tiny_embed
     real_convert = tflite.convert
@@ -70,9 +72,8 @@ def test_accuracy_gate_refuses_a_broken_quantization(tiny_embed, tmp_path, monke
         # A quantizer bug: weights scrambled before conversion (the float reference is untouched).
         if quantization == "none":
             return real_convert(module, quantization)
-        graph = tflite.EncoderGraph({k: np.random.default_rng(0).permutation(v.ravel()).reshape(v.shape)
-                                     for k, v in tflite.model_weights(model).items()},
-                                    model.config.to_dict(), "embed")
+        graph = EncoderGraph({k: np.random.default_rng(0).permutation(v.ravel()).reshape(v.shape)
+                              for k, v in model_weights(model).items()}, model.config.to_dict(), "embed")
         return real_convert(graph.module(), quantization)
 
     monkeypatch.setattr(tflite, "convert", broken)

@@ -76,8 +76,9 @@ def tiny_models(embed_ckpt, tmp_path_factory):
 def _exports(model, tokenizer, vocab: str, directory) -> dict[str, str]:
     """A SavedModel and an fp32 .tflite of ``model``, written directly (the export module's own
     verification subprocess is skipped; the parity tests here are the check)."""
+    from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.export.savedmodel import build_serving_module, write_saved_model
-    from tfbert.export.tflite import EncoderGraph, convert, model_weights
+    from tfbert.export.tflite import convert
 
     saved = os.path.join(directory, "sm")
     write_saved_model(build_serving_module(model, tokenizer, "embed"), saved, vocab_file=vocab)
@@ -102,7 +103,8 @@ def test_every_backend_matches_hugging_face_batched_and_one_at_a_time(tiny_model
 def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
     from transformers import BertTokenizerFast
 
-    from tfbert.export.tflite import EncoderGraph, convert, model_weights
+    from tfbert.export.graph import EncoderGraph, model_weights
+    from tfbert.export.tflite import convert
     from tfbert.predict import Predictor
 
     reference = tiny.reference_model("classify", seed=7)

@@ -74,6 +74,8 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
     module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
     inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
     expected = savedmodel.run_signatures(module, inputs)
+    _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
+                         where=target)
     labels = label_names(model.config.to_dict()) if task == "classify" else None
     with layout.staged_directory(target, overwrite=overwrite) as tmp:
         progress(f"writing the SavedModel to {target}")
@@ -137,6 +139,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     """
     from tfbert.errors import ExportError
     from tfbert.export import tflite
+    from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.litert import LiteRTRunner
     from tfbert.report import Report
 
@@ -153,7 +156,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
             out.append({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})
         return out
 
-    graph = tflite.EncoderGraph(tflite.model_weights(model), model.config.to_dict(), task)
+    graph = EncoderGraph(model_weights(model), model.config.to_dict(), task)
     key = verify.MAIN_OUTPUT[task]
     eval_batches = batches(held_out, 32)
     reference = tflite.run_batches(tflite.GraphRunner(graph.module()), eval_batches, key)
@@ -224,6 +227,28 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                         layer_errors, time.perf_counter() - start,
                         tuple(os.path.join(target, os.path.basename(p)) for p in paths),
                         os.path.join(target, text_filename) if text_model else None)
+
+
+def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                         where: str, atol: float = 1e-4) -> None:
+    """The serving graph's numeric outputs must equal the Keras model's on the same ids.
+
+    Raises:
+        ExportError: an output differs beyond ``atol``; nothing is written.
+    """
+    from tfbert.errors import ExportError
+    from tfbert.model import task_outputs
+
+    keras = task_outputs(model, task, top_k=top_k)(dict(inputs))
+    for key, value in keras.items():
+        value = value.numpy()
+        if value.dtype.kind != "f":
+            continue  # ids and label ids follow from the compared scores
+        diff = float(np.abs(value.astype(np.float64) - outputs[key]).max()) if value.size else 0.0
+        if not diff <= atol:
+            raise ExportError("tfbert's export graph differs from the Keras model; nothing was written",
+                              where=f"{where}: {key}", expected=f"max abs diff <= {atol}", actual=f"{diff:.3g}",
+                              fix="report this as a bug (with the checkpoint's config.json)")
 
 
 def _text_model_difference(text_runner, token_runner, texts: list[str], tokenizer, max_seq_length: int, key: str,

@@ -2,7 +2,9 @@
 
 The serving module tokenizes inside the graph with tensorflow-text (the same
 :class:`tfbert.tokenizer.BertTokenizer` that predict and fine-tune use), so the ids a
-server computes can never drift from the ones tfbert computed when it verified the export.
+server computes can never drift from the ones tfbert computed when it verified the export,
+and runs tfbert's rebuilt BERT graph (:mod:`tfbert.export.graph`), which the export checks
+against the Keras model before it writes anything.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import shutil
 
 import numpy as np
 
-from tfbert.model import label_names, task_outputs
+from tfbert.export.graph import EncoderGraph, model_weights
+from tfbert.model import label_names
 from tfbert.tf import import_tensorflow
 
 SERVING_DEFAULT = "serving_default"
@@ -20,51 +23,50 @@ TOKENIZED = "tokenized"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5,
-                         pooling: str = "mean"):
-    """A ``tf.Module`` whose two tf.functions are the SavedModel's signatures.
+def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5):
+    """A ``tf.Module`` whose two tf.functions are the SavedModel's signatures, traced.
 
     ``serving_default`` takes ``text`` (string [batch]) and tokenizes in the graph;
     ``tokenized`` takes ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
-    [batch, seq], both dimensions dynamic). Outputs are :func:`tfbert.model.task_outputs`'
-    plus, for classification, ``labels`` (the class names) and, for fill-mask,
-    ``top_k_tokens`` (the token strings).
+    [batch, seq], both dimensions dynamic). Both run tfbert's rebuilt graph of ``model``
+    (:class:`tfbert.export.graph.EncoderGraph` with ``serving=True``: ``sentence_embedding``
+    and ``token_embeddings``; ``logits``, ``probabilities``, ``label_ids``; ``top_k_ids``,
+    ``top_k_probabilities``) plus, for classification, ``labels`` (the class names) and, for
+    fill-mask, ``top_k_tokens`` (the token strings).
     """
     tf = import_tensorflow()
-    compute = task_outputs(model, task, pooling=pooling, top_k=top_k)
+    encoder = EncoderGraph(model_weights(model), model.config.to_dict(), task, serving=True, top_k=top_k).module()
     names = label_names(model.config.to_dict()) if task == "classify" else None
 
     class ServingModule(tf.Module):
         def __init__(self):
             super().__init__(name="tfbert_serving")
-            # Only the variables are tracked, not the Keras model: saving a Keras model also
-            # traces and writes every layer's call function, which TF Serving never uses (measured on
-            # MiniLM: most of the save time, and the fresh-process reload time).
-            self.weights = list(model.weights)
             self.tokenizer = tokenizer
             if names is not None:
                 self.label_table = tf.constant(names)
 
-        def _finish(self, outputs):
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve_text(self, text):
+            # Calls the other signature, so the model is traced (and saved) once, not twice.
+            return self.serve_tokenized(**self.tokenizer.tokenize(text, max_seq_length))
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+                                                       tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+                                                       tf.TensorSpec([None, None], tf.int32, name="token_type_ids")])
+        def serve_tokenized(self, input_ids, attention_mask, token_type_ids):
+            outputs = encoder.forward(input_ids, attention_mask, token_type_ids)
             if task == "classify":
                 outputs["labels"] = tf.gather(self.label_table, outputs["label_ids"])
             elif task == "fill_mask":
                 outputs["top_k_tokens"] = self.tokenizer.id_to_token(outputs["top_k_ids"])
             return outputs
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def serve_text(self, text):
-            # Calls the other signature, so the model is traced (and saved) once, not twice.
-            return self.serve_tokenized(**self.tokenizer.tokenize(text, max_seq_length))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
-                                      tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
-                                      tf.TensorSpec([None, None], tf.int32, name="token_type_ids")])
-        def serve_tokenized(self, input_ids, attention_mask, token_type_ids):
-            return self._finish(compute({"input_ids": input_ids, "attention_mask": attention_mask,
-                                         "token_type_ids": token_type_ids}))
-
-    return ServingModule()
+    module = ServingModule()
+    module.serve_text.get_concrete_function()
+    # The encoder's variables exist once it is traced. Only they are tracked, not the encoder
+    # module, whose own tf.function TF Serving never calls (and saving would trace it).
+    module.encoder_weights = list(encoder.weights)
+    return module
 
 
 def signature_inputs(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, dict[str, np.ndarray]]:
