@@ -149,7 +149,7 @@ def test_failed_verification_publishes_nothing(classifier, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise errors.ExportError("simulated verification failure", fix="none")
 
-    monkeypatch.setattr(verify, "run_saved_model_in_fresh_process", broken)
+    monkeypatch.setattr(verify.FreshProcessRun, "result", broken)
     with pytest.raises(errors.ExportError):
         _export(directory, tmp_path)
     assert os.listdir(tmp_path / "tiny") == []

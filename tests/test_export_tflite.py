@@ -198,3 +198,34 @@ def test_cli_gates_on_held_out_data_or_a_held_out_share_of_calibration_data(tmp_
 
     assert counts(export(1)) == (9, 3)  # every 4th calibration line held out, never calibrated on
     assert counts(export(2, f"--held_out_data={held_out}")) == (12, 5)
+
+
+def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neither(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    directory = tiny.write_safetensors(str(tmp_path / "ckpt"), tiny.reference_model("embed", seed=11))
+    out = tmp_path / "out"
+
+    def export(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--quantize", "--notflite_speed",
+               "--max_seq_length=32", f"--output_dir={out}", "--name=tiny", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    # The TFLite model fails its gate while the SavedModel is being verified: nothing is published,
+    # no staging directory or verifying process is left, and the error is one line.
+    failed = export("--min_cosine=1.01")
+    assert failed.returncode == 2
+    errors_out = [line for line in failed.stderr.splitlines() if line.startswith("tfbert:")]
+    assert len(errors_out) == 1 and "accuracy gate" in errors_out[0], failed.stderr[-2000:]
+    assert not [p for p in out.rglob("*") if p.is_dir() and p.name not in ("tiny", "tiny-tflite")]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "tfbert.export.verify" in (p.info["cmdline"] or [])]
+
+    done = export()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "verified in a fresh process" in done.stdout and "cosine vs fp32" in done.stdout
+    assert sorted(p.name for p in (out / "tiny").iterdir()) == ["1"]
+    assert (out / "tiny" / "1" / "SHA256SUMS").is_file()
+    assert (out / "tiny-tflite" / "1" / "model_int8.tflite").is_file()

@@ -5,6 +5,7 @@ With no flags it exports the embedded all-MiniLM-L6-v2 for sentence embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -53,41 +54,46 @@ _progress = common.progress_writer("export")
 def main(argv: list[str]) -> int:
     common.quiet_tensorflow()
     from tfbert.checkpoint import find_checkpoint
-    from tfbert.export import export_saved_model
+    from tfbert.export import export_tflite, saved_model_export
     from tfbert.model import load
+    from tfbert.samples import read_texts, split_texts
     from tfbert.tokenizer import BertTokenizer
 
     files = find_checkpoint(FLAGS.model)
     name = FLAGS.name or _default_name(FLAGS.model)
+    calibration = read_texts(FLAGS.calibration_data) if FLAGS.calibration_data else None
+    held_out = read_texts(FLAGS.held_out_data) if FLAGS.held_out_data else None
+    if calibration and len(calibration) > 1 and not held_out:
+        calibration, held_out = split_texts(calibration)
     _progress(f"loading {files.root} ({FLAGS.task})")
     model = load(files.root, task=FLAGS.task, seq_length=FLAGS.max_seq_length, require_head=True)
     _progress("building the tokenizer")
     tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
-    if FLAGS.saved_model:
-        result = export_saved_model(model, tokenizer, task=FLAGS.task, vocab_file=files.vocab,
-                                    output_dir=FLAGS.output_dir, name=name, version=FLAGS.version,
-                                    overwrite=FLAGS.overwrite, max_seq_length=FLAGS.max_seq_length,
-                                    top_k=FLAGS.top_k, progress=_progress)
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in result.max_abs_diff.items())
-        print(f"SavedModel  {result.path}  {result.size_bytes / 2**20:.1f} MiB  signatures "
-              f"{', '.join(result.signatures)}  verified in a fresh process on {result.verified_texts} texts "
-              f"(max abs diff {diffs})  {result.seconds:.1f} s")
-    if FLAGS.quantize:
-        from tfbert.export import export_tflite
-        from tfbert.samples import read_texts, split_texts
-
-        calibration = read_texts(FLAGS.calibration_data) if FLAGS.calibration_data else None
-        held_out = read_texts(FLAGS.held_out_data) if FLAGS.held_out_data else None
-        if calibration and len(calibration) > 1 and not held_out:
-            calibration, held_out = split_texts(calibration)
-        version = result.version if FLAGS.saved_model else (FLAGS.version or 1)
-        lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
-                             output_dir=FLAGS.output_dir, name=name, version=version, overwrite=FLAGS.overwrite,
-                             max_seq_length=FLAGS.max_seq_length, calibration_texts=calibration,
-                             held_out_texts=held_out,
-                             min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
-                             allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
-                             speed_vs_fp32=FLAGS.tflite_speed, progress=_progress)
+    saved = lite = None
+    with contextlib.ExitStack() as stack:
+        # The SavedModel is verified in a fresh process while the TFLite model is converted;
+        # both are published only when the block ends without an error.
+        pending = stack.enter_context(saved_model_export(
+            model, tokenizer, task=FLAGS.task, vocab_file=files.vocab, output_dir=FLAGS.output_dir, name=name,
+            version=FLAGS.version, overwrite=FLAGS.overwrite, max_seq_length=FLAGS.max_seq_length,
+            top_k=FLAGS.top_k, progress=_progress)) if FLAGS.saved_model else None
+        if FLAGS.quantize:
+            lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
+                                 output_dir=FLAGS.output_dir, name=name,
+                                 version=pending.version if pending else (FLAGS.version or 1),
+                                 overwrite=FLAGS.overwrite, max_seq_length=FLAGS.max_seq_length,
+                                 calibration_texts=calibration, held_out_texts=held_out,
+                                 min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
+                                 allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
+                                 speed_vs_fp32=FLAGS.tflite_speed, progress=_progress)
+        if pending:
+            saved = pending.finish()
+    if saved:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in saved.max_abs_diff.items())
+        print(f"SavedModel  {saved.path}  {saved.size_bytes / 2**20:.1f} MiB  signatures "
+              f"{', '.join(saved.signatures)}  verified in a fresh process on {saved.verified_texts} texts "
+              f"(max abs diff {diffs})  {saved.seconds:.1f} s")
+    if lite:
         f = lite.fidelity
         agreement = f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f else ""
         fp32 = f" (fp32 {lite.fp32_size_bytes / 2**20:.1f})" if lite.fp32_size_bytes else ""

@@ -68,20 +68,58 @@ def _load_nested(path: str) -> dict[str, dict[str, np.ndarray]]:
     return nested
 
 
-def run_saved_model_in_fresh_process(directory: str, inputs: dict[str, dict[str, np.ndarray]],
-                                     timeout: float = 600) -> dict[str, dict[str, np.ndarray]]:
-    """Load the SavedModel at ``directory`` in a new Python process and run every signature on ``inputs``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        in_path, out_path = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
+class FreshProcessRun:
+    """The SavedModel at ``directory`` loaded and run on ``inputs`` in a new Python process, started now.
+
+    The process runs while the caller goes on (the export converts its TFLite model
+    meanwhile); :meth:`result` waits for it. Its output goes to files, not pipes, so a
+    chatty TensorFlow can never block it on a full pipe.
+    """
+
+    def __init__(self, directory: str, inputs: dict[str, dict[str, np.ndarray]], timeout: float = 600) -> None:
+        self.directory, self.timeout = directory, timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="tfbert-verify-")
+        in_path = os.path.join(self._tmp.name, "inputs.npz")
+        self._out_path = os.path.join(self._tmp.name, "outputs.npz")
         _save_nested(in_path, inputs)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
-        result = subprocess.run([sys.executable, "-m", "tfbert.export.verify", directory, in_path, out_path],
-                                capture_output=True, text=True, timeout=timeout, env=env)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(f"the SavedModel does not load or run in a fresh process ({last})",
-                              where=directory, fix="report this as a bug; nothing was published")
-        return _load_nested(out_path)
+        self._log = open(os.path.join(self._tmp.name, "log.txt"), "w+")  # closed by close()
+        self._process = subprocess.Popen([sys.executable, "-m", "tfbert.export.verify", directory, in_path,
+                                          self._out_path], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def result(self) -> dict[str, dict[str, np.ndarray]]:
+        """Wait for the process; every signature's outputs.
+
+        Raises:
+            ExportError: the SavedModel did not load or run (the process's last line says why).
+        """
+        try:
+            code = self._process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise ExportError("the SavedModel did not load and run in a fresh process in time",
+                              where=self.directory, expected=f"<= {self.timeout:.0f} s",
+                              fix="report this as a bug; nothing was published") from None
+        try:
+            if code != 0:
+                self._log.seek(0)
+                last = ([line for line in self._log.read().strip().splitlines() if line.strip()] or ["no output"])[-1]
+                raise ExportError(f"the SavedModel does not load or run in a fresh process ({last.strip()})",
+                                  where=self.directory, fix="report this as a bug; nothing was published")
+            return _load_nested(self._out_path)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the process if it still runs, and delete its files."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+        self._tmp.cleanup()
 
 
 def _child(directory: str, in_path: str, out_path: str) -> None:
