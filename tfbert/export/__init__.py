@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -224,13 +225,17 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     graph = EncoderGraph(model_weights(model), model.config.to_dict(), task)
     key = verify.MAIN_OUTPUT[task]
     eval_batches = batches(held_out, 32)
-    reference = tflite.run_batches(tflite.GraphRunner(graph.module()), eval_batches, key)
+    # One float module (one copy of the weights as variables) serves as the reference and for
+    # every float conversion; only int8's smoothed weights need a module of their own.
+    float_module = graph.module()
+    reference = tflite.run_batches(tflite.GraphRunner(float_module), eval_batches, key)
     keras_check = _keras_reference(model, task, eval_batches[:1])
     if quantization == "int8":
         progress(f"calibrating SmoothQuant scales on {len(calibration)} texts")
         graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
     progress(f"converting {quantization} ({task})")
-    converted = tflite.convert(graph.module(), quantization)
+    converted = tflite.convert(graph.module() if quantization == "int8" else float_module, quantization)
+    gc.collect()  # the int8 module's variables, before the next conversion
     runner = LiteRTRunner(converted, num_threads)
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
@@ -250,7 +255,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         fp32_size, speedup = len(converted), 1.0
     elif speed_vs_fp32:
         progress("converting fp32 for the speed comparison")
-        fp32 = tflite.convert(graph.module(), "none")
+        fp32 = tflite.convert(float_module, "none")
         fp32_size = len(fp32)
         progress("timing against fp32")
         timings = tflite.time_runners({"fp32": LiteRTRunner(fp32, num_threads), quantization: runner},

@@ -86,6 +86,15 @@ class EncoderGraph:
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]
         self.eps = config.get("layer_norm_eps", 1e-12)
+        self._collector = None
+
+    def collector(self):
+        """The unsmoothed graph in collect mode (see :meth:`module`), made once: calibration
+        and the per-layer error table run it without a copy of the weights each."""
+        if self._collector is None:
+            self._collector = EncoderGraph(self.w, self.config, self.task, serving=self.serving,
+                                           top_k=self.top_k).module(collect=True)
+        return self._collector
 
     def _layer(self, i: int) -> dict:
         g = lambda n: self.w[f"bert.encoder.layer.{i}.{n}"]  # noqa: E731

@@ -109,7 +109,7 @@ def time_runners(runners: dict, batches: list[dict[str, np.ndarray]], repeats: i
 def matmul_inputs(graph: EncoderGraph, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """Every matmul's float input (``qkv<i>``, ``out<i>``, ``ffn_in<i>``, ``ffn_out<i>``: [tokens, features]),
     per batch, from the graph itself run unsmoothed in collect mode."""
-    probe = EncoderGraph(graph.w, graph.config, graph.task).module(collect=True)
+    probe = graph.collector()
     keys = {f"{kind}{i}" for kind in MATMULS for i in range(graph.layers)}
     return [{k: v.numpy() for k, v in probe(b["input_ids"], b["attention_mask"]).items() if k in keys}
             for b in batches]
