@@ -178,6 +178,25 @@ def test_read_labelled_jsonl_skips_bad_records_and_orders_labels(tmp_path):
     assert label_names(data.labels) == ["1", "2", "10"]
 
 
+def test_read_labelled_csv_skips_bad_rows_by_line_like_predict(tmp_path):
+    from tfbert.finetune.data import read_labelled
+
+    path = tmp_path / "d.tsv"
+    path.write_bytes(b"topic\tsentence\n"
+                     b"pets\ta cat\n"          # line 2
+                     b"pets\n"                  # line 3: too few fields
+                     b"food\tbad \xff byte\n"  # line 4: not UTF-8
+                     b"\tno label\n"           # line 5: empty label
+                     b"food\tsoup\n")          # line 6
+    data = read_labelled(str(path), text_column="sentence", label_column="topic")
+    assert data.texts == ["a cat", "soup"] and data.labels == ["pets", "food"]
+    assert [n for n, _ in data.skipped] == [3, 4, 5]
+    assert "fields" in data.skipped[0][1] and "UTF-8" in data.skipped[1][1] and "label" in data.skipped[2][1]
+    with pytest.raises(errors.BadInputError) as info:
+        read_labelled(str(path), text_column="sentence", label_column="topic", on_bad_line="error")
+    assert f"{path}:3" in str(info.value)
+
+
 def test_metrics_and_class_weights_match_hand_computed_values():
     from tfbert.finetune.data import balanced_class_weights
     from tfbert.finetune.evaluate import evaluate

@@ -8,16 +8,14 @@ length-sorted within a window, padded per batch), whose kept text index picks ea
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import os
 
 import numpy as np
 
 from tfbert.errors import BadInputError
-from tfbert.predict.pipeline import batched_inputs, infer_format, texts_dataset
+from tfbert.predict.pipeline import batched_inputs, infer_format, read_csv_fields, read_jsonl_fields, texts_dataset
 from tfbert.tf import import_tensorflow
 
 log = logging.getLogger("tfbert")
@@ -55,38 +53,16 @@ def _label_text(value: object) -> str | None:
     return text or None
 
 
-def _csv_records(path: str, text_column: str, label_column: str, delimiter: str):
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None) or []
-        for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-            if column not in header:
-                raise BadInputError("the column is not in the header row", where=f"{path}:1",
-                                    expected=repr(column), actual=header,
-                                    fix=f"pass {flag} naming the column that holds the "
-                                        f"{'texts' if column == text_column else 'labels'}")
-        t, lab = header.index(text_column), header.index(label_column)
-        for row in reader:
-            if max(t, lab) >= len(row):
-                yield reader.line_num, None, None, f"row has {len(row)} fields"
-                continue
-            yield reader.line_num, row[t], row[lab], ""
-
-
-def _jsonl_records(path: str, text_column: str, label_column: str):
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield number, None, None, f"malformed JSON ({e.msg})"
-                continue
-            if not isinstance(record, dict):
-                yield number, None, None, "not a JSON object"
-                continue
-            yield number, record.get(text_column), record.get(label_column), ""
+def _records(path: str, fmt: str, text_column: str, label_column: str):
+    """``(line number, text, label, reason)`` per record, from predict's field readers."""
+    if fmt == "jsonl":
+        rows = read_jsonl_fields(path, (text_column, label_column))
+    else:
+        rows = read_csv_fields(path, {text_column: ("--text_column", "texts"),
+                                      label_column: ("--label_column", "labels")}, "," if fmt == "csv" else "\t")
+    for number, row, reason in rows:
+        row = row or {}
+        yield number, row.get(text_column), row.get(label_column), reason
 
 
 def read_labelled(path: str | os.PathLike, *, text_column: str = "text", label_column: str = "label",
@@ -112,12 +88,8 @@ def read_labelled(path: str | os.PathLike, *, text_column: str = "text", label_c
     if fmt not in LABELLED_FORMATS:
         raise BadInputError("labelled data must be CSV, TSV or JSONL", where=path, expected="csv | tsv | jsonl",
                             actual=fmt, fix="write one record per line with a text and a label field")
-    if fmt == "jsonl":
-        records = _jsonl_records(path, text_column, label_column)
-    else:
-        records = _csv_records(path, text_column, label_column, "," if fmt == "csv" else "\t")
     data = LabelledTexts(path, [], [])
-    for number, text, label, reason in records:
+    for number, text, label, reason in _records(path, fmt, text_column, label_column):
         label = _label_text(label)
         if not reason:
             if not isinstance(text, str) or not text.strip():

@@ -85,7 +85,12 @@ def _txt(path: str) -> Iterator[tuple[int, str | None, str]]:
             yield number, text, "empty"
 
 
-def _jsonl(path: str, field: str) -> Iterator[tuple[int, str | None, str]]:
+def read_jsonl_fields(path: str, fields: tuple[str, ...]) -> Iterator[tuple[int, dict | None, str]]:
+    """Each line of a JSONL file: ``(line number, {field: value} for the ``fields`` the object
+    has, "")``, or ``(line number, None, reason)``: not UTF-8, empty, malformed JSON, not an object.
+
+    Shared by predict (one text field) and fine-tune (text and label).
+    """
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -101,39 +106,65 @@ def _jsonl(path: str, field: str) -> Iterator[tuple[int, str | None, str]]:
             except json.JSONDecodeError as e:
                 yield number, None, f"malformed JSON ({e.msg})"
                 continue
-            if not isinstance(record, dict) or field not in record:
-                yield number, None, f"no field {field!r}"
+            if not isinstance(record, dict):
+                yield number, None, "not a JSON object"
                 continue
-            value = record[field]
-            if not isinstance(value, str):
-                yield number, None, f"field {field!r} is {type(value).__name__}, not a string"
-                continue
-            yield number, value, "empty"
+            yield number, {k: record[k] for k in fields if k in record}, ""
 
 
-def _csv(path: str, column: str, delimiter: str) -> Iterator[tuple[int, str | None, str]]:
+def read_csv_fields(path: str, columns: dict[str, tuple[str, str]],
+                    delimiter: str) -> Iterator[tuple[int, dict | None, str]]:
+    """Each row of a CSV/TSV file with a header row: ``(line number, {column: value}, "")``, or
+    ``(line number, None, reason)``: too few fields, not UTF-8.
+
+    Args:
+        columns: the header names to read, each with the flag that names it and what it
+            holds (for the error), e.g. ``{"text": ("--text_column", "texts")}``.
+
+    Raises:
+        BadInputError: a column is not in the header row.
+    """
     # surrogateescape keeps the reader going past invalid bytes; they become lone surrogates,
     # which mark that one row as not UTF-8 instead of stopping the whole file.
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None or column not in header:
-            raise BadInputError("the text column is not in the header row", where=f"{path}:1",
-                                expected=repr(column), actual=header,
-                                fix="pass --text_column naming the column that holds the texts")
-        position = header.index(column)
+        header = next(reader, None) or []
+        for column, (flag, holds) in columns.items():
+            if column not in header:
+                raise BadInputError("the column is not in the header row", where=f"{path}:1",
+                                    expected=repr(column), actual=header,
+                                    fix=f"pass {flag} naming the column that holds the {holds}")
+        positions = {column: header.index(column) for column in columns}
         for row in reader:
             number = reader.line_num
-            if position >= len(row):
-                yield number, None, f"row has {len(row)} fields, no column {column!r}"
+            if max(positions.values()) >= len(row):
+                yield number, None, f"row has {len(row)} fields, fewer than the header's {len(header)}"
                 continue
-            text = row[position]
+            values = {column: row[i] for column, i in positions.items()}
             try:
-                text.encode("utf-8")
+                for value in values.values():
+                    value.encode("utf-8")
             except UnicodeEncodeError:
                 yield number, None, "not UTF-8"
                 continue
-            yield number, text, "empty"
+            yield number, values, ""
+
+
+def _jsonl(path: str, field: str) -> Iterator[tuple[int, str | None, str]]:
+    for number, record, reason in read_jsonl_fields(path, (field,)):
+        if record is None:
+            yield number, None, reason
+        elif field not in record:
+            yield number, None, f"no field {field!r}"
+        elif not isinstance(record[field], str):
+            yield number, None, f"field {field!r} is {type(record[field]).__name__}, not a string"
+        else:
+            yield number, record[field], "empty"
+
+
+def _csv(path: str, column: str, delimiter: str) -> Iterator[tuple[int, str | None, str]]:
+    for number, row, reason in read_csv_fields(path, {column: ("--text_column", "texts")}, delimiter):
+        yield number, None if row is None else row[column], reason or "empty"
 
 
 def _tfrecord(path: str, field: str) -> Iterator[tuple[int, str | None, str]]:
