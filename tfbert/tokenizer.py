@@ -528,20 +528,19 @@ def _compiled_models(vocab: list[str], names: list[str], lower_case: bool, strip
     keep_case = {c: s for c, s in table.items() if c not in lowered}
 
     def normalizer(items: dict[int, str]) -> np.ndarray:
-        return np.frombuffer(_normalizer_model(tuple(sorted(items.items()))), np.uint8) if items \
-            else np.zeros(0, np.uint8)
+        return np.frombuffer(_normalizer_model(tuple(sorted(items.items()))), np.uint8)
 
     def wordpiece(words: list[str], max_bytes: int) -> np.ndarray:
         # What tf_text.FastWordpieceTokenizer(vocab=...) builds (without its bytes -> list -> tensor copy).
         return np.frombuffer(builder.build_fast_wordpiece_model(words, max_bytes, SUFFIX, "[UNK]", False, False),
                              np.uint8)
 
-    models = {"specials": normalizer(keep_case), "ascii_lower": normalizer(lowered),
+    models = {"specials": normalizer(keep_case),
+              "ascii_lower": normalizer(lowered) if lowered else np.zeros(0, np.uint8),  # empty: keeps case
               "wordpiece": wordpiece(vocab, 4 * MAX_CHARS_PER_WORD), "words": wordpiece([*_WORD_LIST, *names], 100),
               "unmatched": np.array(sorted(map(ord, unmatched)), np.int64)}
     cache.write_arrays(path, models)
     return models
-
 
 
 

@@ -199,7 +199,8 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     token-input model's on the held-out texts plus edge cases.
 
     Raises:
-        ExportError: below the gate (sentence cosine ``min_cosine``, or argmax agreement
+        ExportError: the float graph differs from the Keras model, or below the gate
+            (sentence cosine ``min_cosine``, or argmax agreement
             ``min_agreement`` for classification), or the raw-text model disagrees with the
             token-input one — nothing is published.
     """
@@ -229,7 +230,6 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     # every float conversion; only int8's smoothed weights need a module of their own.
     float_module = graph.module()
     reference = tflite.run_batches(tflite.GraphRunner(float_module), eval_batches, key)
-    keras_check = _keras_reference(model, task, eval_batches[:1])
     if quantization == "int8":
         progress(f"calibrating SmoothQuant scales on {len(calibration)} texts")
         graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
@@ -240,7 +240,9 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
     scores = fidelity(reference, candidate, task)
-    scores["fp32_vs_keras_max_abs_diff"] = float(np.abs(reference[: len(keras_check)] - keras_check).max())
+    first = len(eval_batches[0]["input_ids"])
+    scores["fp32_vs_keras_max_abs_diff"] = _check_against_keras(model, task, 5, eval_batches[0],
+                                                                {key: reference[:first]}, where=f"{name} fp32 graph")
     text_model = None
     if text_input:
         progress(f"converting {quantization} with raw-text input")
@@ -300,12 +302,16 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
 
 
 def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                         where: str, atol: float = 1e-4) -> None:
-    """The serving graph's numeric outputs must equal the Keras model's on the same ids.
+                         where: str, atol: float = 1e-4) -> float:
+    """tfbert's export graph (its ``outputs`` on ``inputs``) must equal the Keras model's.
 
-    Differences are measured relative to the output's scale (``max(1, max |output|)``):
+    Every float output both have is compared, relative to its scale (``max(1, max |output|)``):
     unnormalised token states reach magnitudes of 10 and more, where float32 rounding in two
-    differently fused graphs alone gives 1e-4 (measured on MiniLM: 1.5e-4).
+    differently fused graphs alone gives 1e-4 (measured on MiniLM: 1.5e-4). Ids and label ids
+    follow from the compared scores.
+
+    Returns:
+        The largest difference (absolute for the normalised embeddings and probabilities).
 
     Raises:
         ExportError: an output differs beyond ``atol`` of its scale; nothing is written.
@@ -314,19 +320,20 @@ def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndar
     from tfbert.model import task_outputs
 
     keras = task_outputs(model, task, top_k=top_k)(dict(inputs))
-    for key, value in keras.items():
-        value = value.numpy()
-        if value.dtype.kind != "f":
-            continue  # ids and label ids follow from the compared scores
-        if not value.size:
+    worst = 0.0
+    for key, got in outputs.items():
+        value = keras[key].numpy() if key in keras else None
+        if value is None or value.dtype.kind != "f" or not value.size:
             continue
         scale = max(1.0, float(np.abs(value).max()))
-        diff = float(np.abs(value.astype(np.float64) - outputs[key]).max()) / scale
+        diff = float(np.abs(value.astype(np.float64) - got).max()) / scale
+        worst = max(worst, diff)
         if not diff <= atol:
             raise ExportError("tfbert's export graph differs from the Keras model; nothing was written",
                               where=f"{where}: {key}", expected=f"max abs diff <= {atol} x {scale:.3g} (its scale)",
                               actual=f"{diff * scale:.3g}",
                               fix="report this as a bug (with the checkpoint's config.json)")
+    return worst
 
 
 def _text_model_difference(text_runner, token_runner, texts: list[str], tokenizer, max_seq_length: int, key: str,
@@ -351,15 +358,6 @@ def _text_model_difference(text_runner, token_runner, texts: list[str], tokenize
                           where=where, expected=f"max abs diff <= {atol}", actual=f"{worst:.3g}",
                           fix="report this as a bug; export without --tflite_text_input meanwhile")
     return worst
-
-
-def _keras_reference(model, task: str, batches: list[dict]):
-    """The Keras model's own output for the same batches (checks the rebuilt graph)."""
-    from tfbert.model import task_outputs
-
-    run = task_outputs(model, task)
-    key = verify.MAIN_OUTPUT[task]
-    return np.concatenate([run(dict(b))[key].numpy() for b in batches])
 
 
 __all__ = ["PendingSavedModel", "SavedModelExport", "TFLiteExport", "export_saved_model", "export_tflite",
