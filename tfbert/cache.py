@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 def cache_dir(*parts: str) -> str | None:
     """``<cache>/<parts...>``, or None when caching is off."""
-    root = os.environ.get("TFBERT_CACHE")
-    if root is not None and root.strip().lower() in ("off", "0", "false", "none", ""):
+    root = (os.environ.get("TFBERT_CACHE") or "").strip()
+    if root.lower() in ("off", "0", "false", "none"):
         return None
-    if not root:
+    if not root:  # unset or empty: the default
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "tfbert")
     return os.path.join(root, *parts)
