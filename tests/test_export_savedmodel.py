@@ -196,6 +196,32 @@ def test_killed_export_leaves_no_version_and_is_cleaned_up(classifier, tmp_path)
     assert sorted(os.listdir(model_dir)) == ["1"]  # the leftover temporary was removed
 
 
+def test_killed_export_takes_its_verification_process_with_it(classifier, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    _, directory = classifier
+    cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--task=classify", "--quantize",
+           f"--output_dir={tmp_path}", "--name=tiny", "--max_seq_length=32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the progress line printed as the verifying process is started
+        if "in the background" in line:
+            break
+    deadline, verifiers = time.time() + 10, []
+    while not verifiers and time.time() < deadline:
+        verifiers = [p for p in psutil.Process(proc.pid).children()
+                     if "tfbert.export.verify" in " ".join(p.cmdline())]
+        time.sleep(0.01)
+    assert len(verifiers) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(verifiers, timeout=2)  # an orphan would run on for seconds
+    assert not alive
+    assert not [d for d in os.listdir(tmp_path / "tiny") if d.isdigit()]
+
+
 def test_export_cli_error_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tfbert.export", "--model=/no/such/dir", f"--output_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=120)

@@ -17,6 +17,7 @@ import numpy as np
 
 from tfbert.errors import ExportError
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Outputs compared for fidelity, per task: the main output and how to score it.
 MAIN_OUTPUT = {"embed": "sentence_embedding", "classify": "probabilities", "fill_mask": "top_k_probabilities"}
 
@@ -73,7 +74,9 @@ class FreshProcessRun:
 
     The process runs while the caller goes on (the export converts its TFLite model
     meanwhile); :meth:`result` waits for it. Its output goes to files, not pipes, so a
-    chatty TensorFlow can never block it on a full pipe.
+    chatty TensorFlow can never block it on a full pipe. On Linux it is killed when the
+    thread that started it ends (``PR_SET_PDEATHSIG``), so a killed export leaves no orphan:
+    start it from the thread that waits for it.
     """
 
     def __init__(self, directory: str, inputs: dict[str, dict[str, np.ndarray]], timeout: float = 600) -> None:
@@ -85,7 +88,8 @@ class FreshProcessRun:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
         self._log = open(os.path.join(self._tmp.name, "log.txt"), "w+")  # closed by close()
         self._process = subprocess.Popen([sys.executable, "-m", "tfbert.export.verify", directory, in_path,
-                                          self._out_path], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                          self._out_path, str(os.getpid())],
+                                         stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def running(self) -> bool:
         return self._process.poll() is None
@@ -122,7 +126,22 @@ class FreshProcessRun:
         self._tmp.cleanup()
 
 
-def _child(directory: str, in_path: str, out_path: str) -> None:
+def _die_with(parent: int) -> None:
+    """End this process when the export that started it dies (Linux), instead of running on as an
+    orphan that reads a staging directory the next export will delete."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the process ends after its run, as before
+        return
+    if os.getppid() != parent:  # the export died before the line above
+        sys.exit(1)
+
+
+def _child(directory: str, in_path: str, out_path: str, parent: str) -> None:
+    _die_with(int(parent))
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
@@ -139,4 +158,4 @@ def _child(directory: str, in_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:4])
+    _child(*sys.argv[1:5])
