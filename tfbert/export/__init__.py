@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -235,7 +234,6 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         graph.smooth = tflite.smoothquant_scales(graph, batches(calibration, 16))
     progress(f"converting {quantization} ({task})")
     converted = tflite.convert(graph.module() if quantization == "int8" else float_module, quantization)
-    gc.collect()  # the int8 module's variables, before the next conversion
     runner = LiteRTRunner(converted, num_threads)
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
