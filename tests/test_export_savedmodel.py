@@ -200,25 +200,26 @@ def test_killed_export_takes_its_verification_process_with_it(classifier, tmp_pa
     import signal
     import time
 
-    import psutil
+    from tests.processes import own_descendants, wait_until_ended
 
     _, directory = classifier
     cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--task=classify", "--quantize",
            f"--output_dir={tmp_path}", "--name=tiny", "--max_seq_length=32"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # the progress line printed as the verifying process is started
-        if "in the background" in line:
-            break
-    deadline, verifiers = time.time() + 10, []
-    while not verifiers and time.time() < deadline:
-        verifiers = [p for p in psutil.Process(proc.pid).children()
-                     if "tfbert.export.verify" in " ".join(p.cmdline())]
-        time.sleep(0.01)
-    assert len(verifiers) == 1
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    _, alive = psutil.wait_procs(verifiers, timeout=2)  # an orphan would run on for seconds
-    assert not alive
+    with own_descendants() as find:  # an orphaned verifier is re-parented to this test, not to init
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:  # the progress line printed as the verifying process is started
+            if "in the background" in line:
+                break
+        deadline, verifiers = time.time() + 30, []
+        while not verifiers and time.time() < deadline:
+            verifiers = find("tfbert.export.verify")
+            time.sleep(0.01)
+        assert len(verifiers) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # PR_SET_PDEATHSIG ends it at once; an orphan would go on loading TensorFlow for seconds.
+        assert not wait_until_ended(verifiers, timeout=3)
+        assert not find("tfbert.export.verify")
     assert not [d for d in os.listdir(tmp_path / "tiny") if d.isdigit()]
 
 

@@ -204,7 +204,7 @@ def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neit
     import subprocess
     import sys
 
-    import psutil
+    from tests.processes import own_descendants
 
     directory = tiny.write_safetensors(str(tmp_path / "ckpt"), tiny.reference_model("embed", seed=11))
     out = tmp_path / "out"
@@ -216,12 +216,13 @@ def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neit
 
     # The TFLite model fails its gate while the SavedModel is being verified: nothing is published,
     # no staging directory or verifying process is left, and the error is one line.
-    failed = export("--min_cosine=1.01")
+    with own_descendants() as find:  # this test's processes only, never another export on the machine
+        failed = export("--min_cosine=1.01")
+        assert not find("tfbert.export.verify")
     assert failed.returncode == 2
     errors_out = [line for line in failed.stderr.splitlines() if line.startswith("tfbert:")]
     assert len(errors_out) == 1 and "accuracy gate" in errors_out[0], failed.stderr[-2000:]
     assert not [p for p in out.rglob("*") if p.is_dir() and p.name not in ("tiny", "tiny-tflite")]
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "tfbert.export.verify" in (p.info["cmdline"] or [])]
 
     done = export()
     assert done.returncode == 0, done.stderr[-2000:]
