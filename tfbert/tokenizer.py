@@ -159,7 +159,7 @@ class BertTokenizer:
         tf = import_tensorflow()
         import tensorflow_text as tf_text
 
-        self.vocab = _check_vocab(list(vocab))
+        self.vocab = check_vocab(list(vocab))
         self.lower_case = bool(lower_case)
         self.strip_accents = self.lower_case if strip_accents is None else bool(strip_accents)
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
@@ -218,12 +218,8 @@ class BertTokenizer:
         Example:
             >>> tok = BertTokenizer.from_files("model/vocab.txt", "model/tokenizer_config.json")
         """
-        config = _read_config(tokenizer_config_path) if tokenizer_config_path else {}
-        if lower_case is None:
-            lower_case = bool(config.get("do_lower_case", True))
-        strip = config.get("strip_accents")
-        return cls(_read_vocab(vocab_path), lower_case=lower_case, strip_accents=None if strip is None else bool(strip),
-                   tokenize_chinese_chars=bool(config.get("tokenize_chinese_chars", True)))
+        vocab, settings = read_tokenizer_files(vocab_path, tokenizer_config_path, lower_case)
+        return cls(vocab, **settings)
 
     def tokenize(self, texts, max_length: int, text_pairs=None) -> dict:
         """Token ids for a batch of texts (or text pairs), usable in tf.function, tf.data and TFLite.
@@ -251,11 +247,7 @@ class BertTokenizer:
             TensorShape([2, 7])
         """
         tf = import_tensorflow()
-        minimum = 2 if text_pairs is None else 3
-        if not isinstance(max_length, int) or max_length < minimum:
-            raise BadInputError("max_length must leave room for the special tokens", where="max_length",
-                                expected=f"an int >= {minimum}", actual=max_length,
-                                fix=f"use a max_length of at least {minimum}")
+        check_max_length(max_length, pairs=text_pairs is not None)
         texts = _string_vector(tf, texts, "texts")
         first = self._wordpieces(texts)
         if text_pairs is None:
@@ -427,6 +419,52 @@ class BertTokenizer:
                 "token_type_ids": tf.cast(types, tf.int32)}
 
 
+def read_tokenizer_files(vocab_path: str, tokenizer_config_path: str | None = None, lower_case: bool | None = None
+                         ) -> tuple[list[str], dict]:
+    """The vocabulary and the settings every tfbert tokenizer is built from.
+
+    Args:
+        vocab_path: ``vocab.txt``, one token per line.
+        tokenizer_config_path: Hugging Face's ``tokenizer_config.json`` (optional):
+            ``do_lower_case`` (default true), ``strip_accents`` (null: follow
+            ``do_lower_case``) and ``tokenize_chinese_chars`` (default true).
+        lower_case: overrides ``do_lower_case``.
+
+    Returns:
+        ``(vocab, settings)``: the tokens in id order, and ``lower_case``, ``strip_accents``
+        (None: follow ``lower_case``) and ``tokenize_chinese_chars`` as keyword arguments.
+
+    Raises:
+        BadInputError: a file does not exist.
+        ConfigMismatchError: the vocabulary lacks a special token or repeats a token, or the
+            config is not a JSON object.
+
+    Example:
+        >>> vocab, settings = read_tokenizer_files("model/vocab.txt", "model/tokenizer_config.json")  # doctest: +SKIP
+        >>> settings  # doctest: +SKIP
+        {'lower_case': True, 'strip_accents': None, 'tokenize_chinese_chars': True}
+    """
+    config = _read_config(tokenizer_config_path) if tokenizer_config_path else {}
+    if lower_case is None:
+        lower_case = bool(config.get("do_lower_case", True))
+    strip = config.get("strip_accents")
+    return _read_vocab(vocab_path), {"lower_case": lower_case, "strip_accents": None if strip is None else bool(strip),
+                                     "tokenize_chinese_chars": bool(config.get("tokenize_chinese_chars", True))}
+
+
+def check_max_length(max_length: int, pairs: bool = False) -> None:
+    """Refuse a ``max_length`` that leaves no room for ``[CLS] [SEP]`` (``[CLS] [SEP] [SEP]`` for pairs).
+
+    Raises:
+        BadInputError: it is not an int of at least 2 (3 for pairs).
+    """
+    minimum = 3 if pairs else 2
+    if not isinstance(max_length, int) or max_length < minimum:
+        raise BadInputError("max_length must leave room for the special tokens", where="max_length",
+                            expected=f"an int >= {minimum}", actual=max_length,
+                            fix=f"use a max_length of at least {minimum}")
+
+
 def _positions(tf, lengths):
     """(position int32 [batch, seq], inside bool [batch, seq]), seq the longest of ``lengths``."""
     width = tf.reduce_max(tf.concat([lengths, [0]], 0))
@@ -450,7 +488,12 @@ def _string_vector(tf, texts, name: str):
     return texts
 
 
-def _check_vocab(vocab: list[str], where: str = "vocab") -> list[str]:
+def check_vocab(vocab: list[str], where: str = "vocab") -> list[str]:
+    """``vocab`` itself, if it has the required special tokens and no token twice.
+
+    Raises:
+        ConfigMismatchError: naming ``where``, the missing specials or the repeated tokens.
+    """
     missing = [t for t in REQUIRED_SPECIALS if t not in vocab]
     if missing:
         raise ConfigMismatchError("special tokens missing from the vocab", where=where,
@@ -472,7 +515,7 @@ def _read_vocab(path: str) -> list[str]:
         tokens = [line.rstrip("\r\n") for line in f]
     while tokens and tokens[-1] == "":
         tokens.pop()
-    return _check_vocab(tokens, where=path)
+    return check_vocab(tokens, where=path)
 
 
 def _read_config(path: str) -> dict:
