@@ -157,6 +157,46 @@ def test_vocab_longer_than_embedding_table(broken):
     assert "vocab.txt" in message and "vocab_size" in message
 
 
+@pytest.fixture
+def minilm_with_vocab(tmp_path, minilm_path):
+    """The real MiniLM's files (weights linked, not copied) with a vocab.txt the test writes."""
+    directory = tmp_path / "minilm"
+    directory.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        os.symlink(os.path.join(minilm_path, name), directory / name)
+    with open(os.path.join(minilm_path, "vocab.txt"), "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    assert len(lines) == 30522
+
+    def write(data: bytes) -> str:
+        (directory / "vocab.txt").write_bytes(data)
+        return str(directory)
+
+    return lines, write
+
+
+def _vocab_finding(directory):
+    with diagnose(directory) as d:
+        return next(f for f in d.findings if f.check == "vocab"), d.exit_code
+
+
+def test_vocab_much_shorter_than_the_embedding_table_is_a_warning(minilm_with_vocab):
+    lines, write = minilm_with_vocab
+    finding, code = _vocab_finding(write(b"".join(lines[:20000])))
+    assert finding.status == "warn" and code == 1
+    assert "10,522 trained tokens are missing" in finding.message and "30,522" in finding.fix
+    finding, code = _vocab_finding(write(b"".join(lines[:-6])))  # a table padded past its vocab
+    assert finding.status == "info" and "padding" in finding.message and code == 0
+
+
+def test_vocab_cut_mid_token_is_an_error(minilm_with_vocab):
+    lines, write = minilm_with_vocab
+    cut = b"".join(lines[:20000]) + lines[20000][:3]  # an interrupted copy
+    finding, code = _vocab_finding(write(cut))
+    assert finding.status == "error" and code == 2
+    assert "truncated" in finding.message and "line 20001" in finding.message and "newline" in finding.message
+
+
 def test_vocab_without_special_tokens(broken):
     path = os.path.join(broken, "vocab.txt")
     with open(path) as f:

@@ -6,8 +6,8 @@ import json
 import os
 
 from tfbert.checkpoint.files import CheckpointFiles
-from tfbert.errors import CheckpointNotFoundError, ConfigMismatchError
-from tfbert.report import ERROR, INFO, OK, Finding
+from tfbert.errors import CheckpointNotFoundError, ConfigMismatchError, CorruptCheckpointError
+from tfbert.report import ERROR, INFO, OK, WARN, Finding
 
 REQUIRED_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                        "intermediate_size", "max_position_embeddings")
@@ -89,17 +89,32 @@ def check_seq_length(config: dict, path: str, seq_length: int) -> list[Finding]:
     return [_error("config", err)]
 
 
+# Embedding tables are often padded past the vocab to a multiple of 8-128 rows for speed (e.g.
+# 30,522 tokens in 30,528 rows); a larger gap means tokens are missing.
+PADDING_ROWS = 128
+
+
 def check_vocab(files: CheckpointFiles, config: dict, task: str) -> list[Finding]:
-    """vocab.txt present, no more lines than vocab_size, special tokens present."""
+    """vocab.txt present and whole, as many lines as vocab_size (up to padding), special tokens present."""
     if files.vocab is None:
         err = CheckpointNotFoundError(
             "vocab.txt is missing (needed to tokenize text)", where=files.root,
             fix="copy the vocab.txt published with these weights into the directory")
         return [_error("vocab", err)]
-    with open(files.vocab, encoding="utf-8", errors="replace") as f:
-        tokens = f.read().splitlines()
+    with open(files.vocab, "rb") as f:
+        raw = f.read()
+    tokens = raw.decode("utf-8", errors="replace").splitlines()
     findings = []
     vocab_size = config.get("vocab_size")
+    if raw and not raw.endswith(b"\n") and isinstance(vocab_size, int) and len(tokens) < vocab_size:
+        # A vocab written by a tokenizer ends with a newline; one that stops mid-line short of
+        # the table was cut off (an interrupted copy or download), and its last token is a fragment.
+        err = CorruptCheckpointError(
+            "vocab.txt ends mid-line: the file looks truncated", where=f"{files.vocab}: line {len(tokens)}",
+            expected=f"{vocab_size} lines ending in a newline (vocab_size in {files.config})",
+            actual=f"{len(tokens)} lines, the last {tokens[-1][:20]!r} without a newline",
+            fix="copy vocab.txt again from the source of these weights")
+        findings.append(_error("vocab", err))
     if isinstance(vocab_size, int) and len(tokens) > vocab_size:
         err = ConfigMismatchError(
             "vocab.txt has more tokens than the embedding table has rows (ids would overflow)",
@@ -116,7 +131,13 @@ def check_vocab(files: CheckpointFiles, config: dict, task: str) -> list[Finding
     if findings:
         return findings
     if isinstance(vocab_size, int) and len(tokens) < vocab_size:
-        return [Finding("vocab", INFO, f"vocab.txt: {len(tokens)} tokens for {vocab_size} "
-                        "embedding rows (the extra rows are never used)")]
+        short = vocab_size - len(tokens)
+        if short < PADDING_ROWS:
+            return [Finding("vocab", INFO, f"vocab.txt: {len(tokens)} tokens for {vocab_size} "
+                            "embedding rows (the extra rows are padding, never used)")]
+        return [Finding("vocab", WARN, f"vocab.txt has {len(tokens):,} tokens for {vocab_size:,} embedding rows: "
+                        f"{short:,} trained tokens are missing, so text they cover is split into other pieces "
+                        "or [UNK], unlike in training",
+                        f"use the vocab.txt published with these weights ({vocab_size:,} lines)")]
     return [Finding("vocab", OK, f"vocab.txt: {len(tokens)} tokens, special tokens present")]
 
