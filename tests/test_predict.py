@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -438,3 +439,186 @@ def test_litert_fp32_minilm_is_right_on_every_invoke_at_an_unchanged_shape(minil
         for n, (inputs, golden) in enumerate(batches):
             np.testing.assert_allclose(runner(inputs)["sentence_embedding"], golden, atol=2e-5,
                                        err_msg=f"attempt {attempt}, batch {n} {inputs['input_ids'].shape}")
+
+
+# === The .tflite without TensorFlow ===
+
+# A sitecustomize for the subprocess: TensorFlow, tensorflow-text, Keras and transformers
+# cannot be imported (as on a machine with only LiteRT), and what the process tried and
+# imported is written to $IMPORT_RECORD at exit.
+_NO_TENSORFLOW = '''
+import atexit, json, os, sys
+
+BLOCKED = {"tensorflow", "tensorflow_text", "tf_keras", "keras", "transformers"}
+attempted = []
+
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            attempted.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+before = set(sys.modules)
+
+
+@atexit.register
+def record():
+    imported = {m.partition(".")[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)
+    with open(os.environ["IMPORT_RECORD"], "w") as f:
+        json.dump({"attempted": attempted, "imported": sorted(imported)}, f)
+'''
+# What docs/mobile.md tells an edge machine to install (and what they pull in themselves).
+EDGE_PACKAGES = {"tfbert", "numpy", "absl", "ai_edge_litert", "tokenizers"}
+
+
+def _run_without_tensorflow(args: list[str], directory) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m tfbert.predict ARGS`` where TensorFlow cannot be imported; (process, import record)."""
+    blocker = directory / "no_tensorflow"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(_NO_TENSORFLOW)
+    record = directory / "imports.json"
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{os.getcwd()}", IMPORT_RECORD=str(record))
+    done = subprocess.run([sys.executable, "-m", "tfbert.predict", "--noprogress", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    return done, json.loads(record.read_text())
+
+
+def _tensorflow_path(model: str, vocab: str, texts: list[str], task: str, batch_size: int, max_length: int) -> dict:
+    """What predict computed with TensorFlow before the LiteRT path existed: tf.data batches
+    tokenized by the tensorflow-text tokenizer, run by LiteRT, rows put back in input order."""
+    from tfbert.litert import LiteRTRunner
+    from tfbert.predict import assemble, batched_inputs, texts_dataset
+    from tfbert.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_files(vocab, os.path.join(os.path.dirname(vocab), "tokenizer_config.json"))
+    runner = LiteRTRunner(model)
+    chunks = [(index.numpy(), runner({k: v.numpy() for k, v in inputs.items()}))
+              for index, inputs in batched_inputs(texts_dataset(texts), tokenizer, batch_size=batch_size,
+                                                  max_length=max_length)]
+    return assemble(chunks, task)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    """(int8 .tflite, checkpoint files) of a tiny classifier whose config.json names its labels."""
+    from tfbert.export.graph import EncoderGraph, model_weights
+    from tfbert.export.tflite import convert
+
+    directory = tmp_path_factory.mktemp("tiny_classifier")
+    model, _, files = tiny.checkpoint_with_tokenizer(str(directory / "ckpt"), tiny.reference_model("classify", seed=7),
+                                                     "classify")
+    lite = directory / "model_int8.tflite"
+    lite.write_bytes(convert(EncoderGraph(model_weights(model), model.config.to_dict(), "classify").module(), "int8"))
+    return str(lite), files
+
+
+@pytest.mark.parametrize("batch_size, window, multiple", [(3, 8, 1), (4, 7, 1), (5, None, 1), (2, 1, 1), (3, 8, 4)])
+def test_numpy_batches_are_the_tf_data_batches_id_for_id(embed_ckpt, batch_size, window, multiple):
+    from tfbert.edge_tokenizer import EdgeTokenizer
+    from tfbert.predict import batched_inputs, numpy_batches, texts_dataset
+    from tfbert.tokenizer import BertTokenizer
+
+    _, directory = embed_ckpt
+    paths = os.path.join(directory, "vocab.txt"), os.path.join(directory, "tokenizer_config.json")
+    texts = [*TEXTS, *TEXTS[::-1], "", "HELLO World!!", "the " * 40, "the" * 40]  # empty, truncated, [UNK]
+    graph = BertTokenizer.from_files(*paths)
+    want = [(index.numpy(), {k: v.numpy() for k, v in inputs.items()})
+            for index, inputs in batched_inputs(texts_dataset(texts), graph, batch_size=batch_size, max_length=16,
+                                                window=window, pad_to_multiple=multiple)]
+    for tokenizer in (graph, EdgeTokenizer.from_files(*paths)):
+        got = list(numpy_batches(enumerate(texts), tokenizer, batch_size=batch_size, max_length=16, window=window,
+                                 pad_to_multiple=multiple))
+        assert len(got) == len(want)
+        for (index, inputs), (want_index, want_inputs) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(index, want_index)
+            assert sorted(inputs) == sorted(want_inputs)
+            for key, value in want_inputs.items():
+                np.testing.assert_array_equal(inputs[key], value, err_msg=f"{type(tokenizer).__name__} {key}")
+
+
+@pytest.mark.parametrize("task", ["embed", "classify"])
+def test_tflite_predict_runs_where_tensorflow_cannot_be_imported(task, tiny_models, tiny_classifier, golden, tmp_path):
+    if task == "embed":
+        model, vocab = tiny_models["tflite"], tiny_models["vocab"]
+    else:
+        model, vocab = tiny_classifier[0], tiny_classifier[1].vocab
+    # Three windows of 16 * batch_size texts, each length-sorted.
+    texts = [*TEXTS, *(f"{a} {b}" for a, b in itertools.product(TEXTS, TEXTS[:5]))]
+    expected = _tensorflow_path(model, vocab, texts, task, batch_size=2, max_length=32)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    for suffix in (".npy", ".jsonl"):
+        output = tmp_path / f"out{suffix}"
+        done, imports = _run_without_tensorflow(
+            [f"--model={model}", f"--vocab={vocab}", f"--task={task}", f"--input={source}", f"--output={output}",
+             "--batch_size=2", "--max_length=32"], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert imports["attempted"] == [], "the LiteRT path tried to import TensorFlow"
+        assert set(imports["imported"]) <= EDGE_PACKAGES, imports["imported"]
+        if suffix == ".npy":
+            got = np.load(output)
+        else:
+            rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+            assert [r["index"] for r in rows] == list(range(len(texts)))
+        if task == "embed":
+            want = expected["sentence_embedding"]
+            if suffix == ".jsonl":
+                got = np.array([r["sentence_embedding"] for r in rows])
+            np.testing.assert_allclose(got[:len(TEXTS)], golden, atol=1e-5)  # and Hugging Face's model
+        else:
+            want = expected["probabilities"]
+            if suffix == ".jsonl":
+                names = np.array(["negative", "positive", "neutral"])  # the config's id2label
+                assert [r["label"] for r in rows] == list(names[want.argmax(-1)])
+                got, want = np.array([r["score"] for r in rows]), want.max(-1)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-6, suffix
+
+
+def test_without_tensorflow_what_needs_it_fails_in_one_line(tiny_models, tmp_path):
+    records = tmp_path / "in.tfrecord"
+    records.write_bytes(b"")
+    texts = tmp_path / "in.txt"
+    texts.write_text("hello world\n", encoding="utf-8")
+    for args, named in (([f"--model={tiny_models['tflite']}", f"--vocab={tiny_models['vocab']}", f"--input={records}"],
+                         ("in.tfrecord", "needs TensorFlow")),
+                        ([f"--model={tiny_models['keras-graph']}", f"--input={texts}"],
+                         ("TensorFlow is not installed", ".tflite"))):
+        done, imports = _run_without_tensorflow([*args, f"--output={tmp_path / 'out.npy'}"], tmp_path)
+        assert done.returncode == 2
+        lines = [line for line in done.stderr.splitlines() if not line.startswith("INFO: ")]  # LiteRT's own log
+        assert len(lines) == 1 and all(n in lines[0] for n in named) and "fix:" in lines[0], done.stderr
+        assert imports["attempted"] and not (tmp_path / "out.npy").exists()
+
+
+def test_tflite_predict_names_a_disagreeing_tokenizer_json_once_and_tokenizes_with_vocab_txt(tiny_classifier,
+                                                                                            tmp_path):
+    from transformers import BertTokenizerFast
+
+    model, files = tiny_classifier
+    side = tmp_path / "side"
+    side.mkdir()
+    for path in (files.vocab, files.tokenizer_config, files.config):
+        shutil.copy(path, side)
+    data = json.loads(BertTokenizerFast(vocab_file=files.vocab).backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab["cat"], vocab["dog"] = vocab["dog"], vocab["cat"]
+    (side / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    outputs, warnings = {}, {}
+    for name, vocab_path in (("side", side / "vocab.txt"), ("checkpoint", files.vocab)):
+        outputs[name] = tmp_path / f"{name}.npy"
+        done = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={model}", f"--vocab={vocab_path}",
+                               "--task=classify", f"--input={source}", f"--output={outputs[name]}", "--noprogress"],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()),
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        warnings[name] = [line for line in done.stderr.splitlines() if "tokenizer.json" in line]
+    assert warnings["checkpoint"] == []
+    assert len(warnings["side"]) == 1 and "'dog'" in warnings["side"][0] and "fix:" in warnings["side"][0]
+    np.testing.assert_array_equal(np.load(outputs["side"]), np.load(outputs["checkpoint"]))

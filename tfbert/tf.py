@@ -10,6 +10,8 @@ import os
 import sys
 import tempfile
 
+from tfbert.errors import IncompatibleEnvironmentError
+
 
 def import_tensorflow(quiet: bool = True):
     """Import and return ``tensorflow`` with Keras 2 (tf-keras) selected.
@@ -18,20 +20,22 @@ def import_tensorflow(quiet: bool = True):
     ``TF_USE_LEGACY_KERAS=1`` is set before its first import. With ``quiet`` the C++ log
     lines TensorFlow prints while it starts (oneDNN, CUDA probing) are swallowed; if the
     import fails they are replayed so nothing is hidden.
+
+    Raises:
+        IncompatibleEnvironmentError: TensorFlow is not installed (a LiteRT-only machine).
     """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     if not quiet:
-        import tensorflow as tf
-        return tf
+        return _import()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
+            tf = _import()
             tf.get_logger().setLevel("ERROR")
             tf.config.list_physical_devices()  # probes CUDA now, while stderr is captured
         except BaseException:
@@ -43,3 +47,16 @@ def import_tensorflow(quiet: bool = True):
             os.dup2(saved, 2)
             os.close(saved)
     return tf
+
+
+def _import():
+    try:
+        import tensorflow
+    except ModuleNotFoundError as e:
+        if e.name != "tensorflow":
+            raise
+        # An edge install (docs/mobile.md) has only LiteRT: say what still runs there.
+        raise IncompatibleEnvironmentError("TensorFlow is not installed", where="tensorflow",
+                                           fix="pip install tensorflow (pip install -e . installs everything); "
+                                           "without it only a token-input .tflite runs (docs/mobile.md)") from None
+    return tensorflow

@@ -3,6 +3,8 @@
 Writes ``.npy`` (an array: sentence embeddings, or probabilities for classify) or ``.jsonl``
 (one object per input text, in input order). Rows are streamed to a temporary sibling as
 batches finish (results are never all in memory), which is renamed into place at the end.
+With a token-input ``.tflite`` model nothing here imports TensorFlow (LiteRT, numpy and
+Hugging Face ``tokenizers`` only), so it runs on a machine with only those installed.
 """
 
 from __future__ import annotations
@@ -48,17 +50,17 @@ def main(argv: list[str]) -> int:
 
     with RowWriter(FLAGS.output, FLAGS.task, max_length=FLAGS.max_length) as writer:  # checks --output first
         common.quiet_tensorflow()
-        from tfbert.predict import Predictor, Progress, count_records, text_dataset
+        from tfbert.predict import Predictor, Progress, TextFile, count_records
 
         predictor = Predictor(FLAGS.model, task=FLAGS.task, backend=FLAGS.backend, batch_size=FLAGS.batch_size,
                               max_length=FLAGS.max_length, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab)
         writer.mask_id = predictor.tokenizer.mask_id
-        dataset = text_dataset(FLAGS.input, fmt=FLAGS.input_format, text_field=FLAGS.text_field,
-                               text_column=FLAGS.text_column, on_bad_line=FLAGS.on_bad_line)
+        source = TextFile(FLAGS.input, fmt=FLAGS.input_format, text_field=FLAGS.text_field,
+                          text_column=FLAGS.text_column, on_bad_line=FLAGS.on_bad_line)
         progress = Progress(count_records(FLAGS.input, FLAGS.input_format), _stderr) if FLAGS.progress else None
-        for indices, out in predictor.ordered_batches(dataset, progress=progress):
+        for indices, out in predictor.ordered_batches(source, progress=progress):
             writer.write(indices, out)
-        stats = dataset.tfbert_stats
+        stats = source.stats
         if progress is not None:
             progress(stats.texts, final=True)
         if stats.texts == 0:

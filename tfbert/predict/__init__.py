@@ -1,6 +1,6 @@
-"""Stage 5b — predict: batched inference on tf.data, one :class:`Predictor` over every backend.
+"""Stage 5b — predict: batched inference, one :class:`Predictor` over every backend.
 
-Importing this package does not import TensorFlow.
+Importing this package does not import TensorFlow; the tflite backend never does.
 
 Example:
     >>> from tfbert.predict import Predictor
@@ -9,7 +9,15 @@ Example:
 """
 
 from tfbert.predict.output import RowWriter, write_rows
-from tfbert.predict.pipeline import ReadStats, batched_inputs, count_records, text_dataset, texts_dataset
+from tfbert.predict.pipeline import (
+    ReadStats,
+    TextFile,
+    batched_inputs,
+    count_records,
+    numpy_batches,
+    text_dataset,
+    texts_dataset,
+)
 from tfbert.predict.predictor import (
     BACKENDS,
     TASKS,
@@ -20,6 +28,6 @@ from tfbert.predict.predictor import (
     resolve_backend,
 )
 
-__all__ = ["BACKENDS", "TASKS", "Predictor", "Progress", "ReadStats", "RowWriter", "assemble",
-           "batched_inputs", "count_records", "in_order", "resolve_backend", "text_dataset", "texts_dataset",
-           "write_rows"]
+__all__ = ["BACKENDS", "TASKS", "Predictor", "Progress", "ReadStats", "RowWriter", "TextFile", "assemble",
+           "batched_inputs", "count_records", "in_order", "numpy_batches", "resolve_backend", "text_dataset",
+           "texts_dataset", "write_rows"]

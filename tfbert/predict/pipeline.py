@@ -1,22 +1,27 @@
-"""Texts from a file to padded token batches, streaming, as a tf.data pipeline.
+"""Texts from a file to padded token batches, streaming: a tf.data pipeline, or numpy for LiteRT.
 
-:func:`text_dataset` reads a .txt, .jsonl, .csv/.tsv or .tfrecord file one record at a time
-(a file larger than memory is fine) and yields ``(index, text)``; :func:`batched_inputs`
-tokenizes it in the pipeline, sorting texts by length within a window so each batch carries
-little padding, and keeps each text's index so outputs can be put back in input order.
+:class:`TextFile` reads a .txt, .jsonl, .csv/.tsv or .tfrecord file one record at a time
+(a file larger than memory is fine) and yields ``(index, text)``; :func:`text_dataset` is
+it as a tf.data dataset. :func:`batched_inputs` tokenizes in the tf.data pipeline, sorting
+texts by length within a window so each batch carries little padding, and keeps each text's
+index so outputs can be put back in input order; :func:`numpy_batches` makes the same
+batches without TensorFlow (the .tflite path).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from tfbert.errors import BadInputError, TfbertError
+import numpy as np
+
+from tfbert.errors import BadInputError, IncompatibleEnvironmentError, TfbertError
 from tfbert.tf import import_tensorflow
 
 log = logging.getLogger("tfbert")
@@ -26,6 +31,8 @@ _EXTENSIONS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jso
                ".tsv": "tsv", ".tfrecord": "tfrecord", ".tfrecords": "tfrecord"}
 BAD_LINE_POLICIES = ("skip", "error")
 INDEX, TEXT = "index", "text"
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+Batch = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass
@@ -170,7 +177,12 @@ def _csv(path: str, column: str, delimiter: str) -> Iterator[tuple[int, str | No
 def _tfrecord(path: str, field: str) -> Iterator[tuple[int, str | None, str]]:
     # TFRecord framing is read in Python (length, crc, payload, crc) so the generator stays
     # free of TensorFlow ops and streams one record at a time.
-    from tensorflow.core.example import example_pb2
+    try:
+        from tensorflow.core.example import example_pb2
+    except ImportError:
+        raise IncompatibleEnvironmentError("reading a TFRecord file needs TensorFlow, which is not installed",
+                                           where=path, fix="pip install tensorflow, or convert the input to "
+                                           ".jsonl or .txt") from None
 
     with open(path, "rb") as f:
         number = 0
@@ -211,15 +223,16 @@ def _records(path: str, fmt: str, text_field: str, text_column: str):
     return _tfrecord(path, text_field)
 
 
-def text_dataset(path: str | os.PathLike, *, fmt: str | None = None, text_field: str = "text",
-                 text_column: str = "text", on_bad_line: str = "skip", stats: ReadStats | None = None):
-    """A tf.data dataset of ``(index, text)`` read from a file, one record at a time.
+class TextFile:
+    """The texts of a file, read one record at a time: iterating yields ``(index, text)``.
 
     ``index`` counts the texts kept (0, 1, 2, ...), so it is the row of the text's output.
     Bad records — not UTF-8, empty, malformed JSON, a missing field or column — are skipped
     with a warning naming ``file:line`` (``on_bad_line="skip"``) or stop the read with a
-    :class:`~tfbert.errors.BadInputError` (``"error"``). The dataset's ``tfbert_stats``
-    attribute (also ``stats`` when given) is the :class:`ReadStats` filled while reading.
+    :class:`~tfbert.errors.BadInputError` (``"error"``). :attr:`stats` is the
+    :class:`ReadStats` filled while reading. Plain Python: TensorFlow is imported only to
+    parse a TFRecord file's ``tf.train.Example`` records. :func:`text_dataset` wraps it in
+    tf.data; :func:`numpy_batches` batches it without TensorFlow.
 
     Args:
         path: the input file.
@@ -231,36 +244,42 @@ def text_dataset(path: str | os.PathLike, *, fmt: str | None = None, text_field:
         on_bad_line: ``skip`` or ``error``.
         stats: a :class:`ReadStats` to fill (default: a new one).
 
-    Returns:
-        ``tf.data.Dataset`` of ``(int64 index, string text)``.
+    Raises:
+        BadInputError: no such file, an unknown format or bad-line policy (when built); a bad
+            record with ``on_bad_line="error"``, or an unreadable file (while iterating).
 
     Example:
-        >>> ds = text_dataset("texts.jsonl", text_field="body")  # doctest: +SKIP
-        >>> [(int(i), t.numpy().decode()) for i, t in ds.take(1)]  # doctest: +SKIP
-        [(0, 'the first text')]
+        >>> next(iter(TextFile("texts.jsonl", text_field="body")))  # doctest: +SKIP
+        (0, 'the first text')
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BadInputError("no such input file", where=path, fix="pass --input=FILE naming an existing file")
-    fmt = fmt or infer_format(path)
-    if fmt not in FORMATS:
-        raise BadInputError("unknown input format", where="fmt", expected=" | ".join(FORMATS), actual=fmt,
-                            fix="pick one of those")
-    if on_bad_line not in BAD_LINE_POLICIES:
-        raise BadInputError("unknown bad-line policy", where="on_bad_line", expected="skip | error",
-                            actual=on_bad_line, fix="pass on_bad_line='skip' or 'error'")
-    stats = stats if stats is not None else ReadStats(path)
-    unit = "record" if fmt == "tfrecord" else "line"
 
-    def generate():
+    def __init__(self, path: str | os.PathLike, *, fmt: str | None = None, text_field: str = "text",
+                 text_column: str = "text", on_bad_line: str = "skip", stats: ReadStats | None = None) -> None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise BadInputError("no such input file", where=path, fix="pass --input=FILE naming an existing file")
+        fmt = fmt or infer_format(path)
+        if fmt not in FORMATS:
+            raise BadInputError("unknown input format", where="fmt", expected=" | ".join(FORMATS), actual=fmt,
+                                fix="pick one of those")
+        if on_bad_line not in BAD_LINE_POLICIES:
+            raise BadInputError("unknown bad-line policy", where="on_bad_line", expected="skip | error",
+                                actual=on_bad_line, fix="pass on_bad_line='skip' or 'error'")
+        self.path, self.fmt, self.text_field, self.text_column = path, fmt, text_field, text_column
+        self.on_bad_line = on_bad_line
+        self.stats = stats if stats is not None else ReadStats(path)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        path, stats = self.path, self.stats
+        unit = "record" if self.fmt == "tfrecord" else "line"
         try:
-            for number, text, reason in _records(path, fmt, text_field, text_column):
+            for number, text, reason in _records(path, self.fmt, self.text_field, self.text_column):
                 if text is not None and text.strip():
                     yield stats.texts, text
                     stats.texts += 1
                     continue
                 stats.bad_lines.append((number, reason))
-                if on_bad_line == "error":
+                if self.on_bad_line == "error":
                     raise BadInputError(f"bad input {unit} ({reason})", where=f"{path}:{number}",
                                         fix="fix or remove that line, or pass --on_bad_line=skip to skip it")
                 log.warning("%s:%d: skipped bad %s (%s)", path, number, unit, reason)
@@ -272,10 +291,31 @@ def text_dataset(path: str | os.PathLike, *, fmt: str | None = None, text_field:
                                         fix="check the file exists and is readable")
             raise stats.error from e
 
+
+def text_dataset(path: str | os.PathLike | TextFile, *, fmt: str | None = None, text_field: str = "text",
+                 text_column: str = "text", on_bad_line: str = "skip", stats: ReadStats | None = None):
+    """A tf.data dataset of ``(index, text)`` read from a file, one record at a time.
+
+    The records of :class:`TextFile` (see it for the arguments and the bad-record policy); the
+    dataset's ``tfbert_stats`` attribute (also ``stats`` when given) is its :class:`ReadStats`.
+
+    Args:
+        path: the input file, or a :class:`TextFile` (then the other arguments are unused).
+
+    Returns:
+        ``tf.data.Dataset`` of ``(int64 index, string text)``.
+
+    Example:
+        >>> ds = text_dataset("texts.jsonl", text_field="body")  # doctest: +SKIP
+        >>> [(int(i), t.numpy().decode()) for i, t in ds.take(1)]  # doctest: +SKIP
+        [(0, 'the first text')]
+    """
+    source = path if isinstance(path, TextFile) else TextFile(
+        path, fmt=fmt, text_field=text_field, text_column=text_column, on_bad_line=on_bad_line, stats=stats)
     tf = import_tensorflow()
     dataset = tf.data.Dataset.from_generator(
-        generate, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)))
-    dataset.tfbert_stats = stats
+        source.__iter__, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)))
+    dataset.tfbert_stats = source.stats
     return dataset
 
 
@@ -313,16 +353,9 @@ def batched_inputs(dataset, tokenizer, *, batch_size: int = 32, max_length: int 
         >>> batches = batched_inputs(text_dataset("texts.txt"), tokenizer, batch_size=8)  # doctest: +SKIP
         >>> index, inputs = next(iter(batches))  # doctest: +SKIP
     """
-    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("pad_to_multiple", pad_to_multiple)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise BadInputError("must be a positive integer", where=name, expected=">= 1", actual=value,
-                                fix=f"pass {name}=32 or similar")
-    window = window if window is not None else 16 * batch_size
-    if not isinstance(window, int) or window < 1:
-        raise BadInputError("must be a positive integer", where="window", expected=">= 1", actual=window,
-                            fix="leave window=None for 16 * batch_size")
+    window = _checked_window(batch_size, max_length, window, pad_to_multiple)
     tf = import_tensorflow()
-    keys = ("input_ids", "attention_mask", "token_type_ids")
+    keys = INPUT_KEYS
 
     # No tensor-dependent Python control flow here; skipping AutoGraph also keeps it from trying
     # (and warning about) converting the tokenizer's import_tensorflow() call.
@@ -360,3 +393,85 @@ def batched_inputs(dataset, tokenizer, *, batch_size: int = 32, max_length: int 
     if stats is not None:
         batches.tfbert_stats = stats
     return batches
+
+
+def numpy_batches(records: Iterable[tuple[int, str]], tokenizer, *, batch_size: int = 32, max_length: int = 128,
+                  window: int | None = None, pad_to_multiple: int = 1) -> Iterator[tuple[np.ndarray, Batch]]:
+    """:func:`batched_inputs`' batches without TensorFlow: numpy, for the LiteRT path.
+
+    The same windows, the same stable sort by token count, the same cut of the sorted stream
+    into ``batch_size`` consecutive texts (a batch may span two windows, as after tf.data's
+    ``unbatch``), each batch padded to its own longest: the same texts give the same batches,
+    id for id.
+
+    Args:
+        records: ``(index, text)``, e.g. a :class:`TextFile` or ``enumerate(texts)``.
+        tokenizer: anything with ``tokenize_numpy(texts, max_length)`` and ``pad_id``
+            (:class:`tfbert.edge_tokenizer.EdgeTokenizer` or :class:`tfbert.tokenizer.BertTokenizer`).
+        batch_size, max_length, window, pad_to_multiple: as for :func:`batched_inputs`.
+
+    Returns:
+        An iterator of ``(index int64 [b], {"input_ids", "attention_mask", "token_type_ids"}
+        int32 [b, longest])``.
+
+    Example:
+        >>> batches = numpy_batches(TextFile("texts.txt"), tokenizer, batch_size=8)  # doctest: +SKIP
+        >>> index, inputs = next(batches)  # doctest: +SKIP
+    """
+    window = _checked_window(batch_size, max_length, window, pad_to_multiple)
+    records = iter(records)
+    held: tuple[np.ndarray, Batch] | None = None
+    while chunk := list(itertools.islice(records, window)):
+        index = np.array([i for i, _ in chunk], np.int64)
+        ids = tokenizer.tokenize_numpy([t for _, t in chunk], max_length)
+        order = np.argsort(ids["attention_mask"].sum(1), kind="stable")
+        index, ids = index[order], {k: ids[k][order] for k in INPUT_KEYS}
+        if held is not None:
+            index, ids = np.concatenate([held[0], index]), _stack(held[1], ids, tokenizer.pad_id)
+        full = len(index) - len(index) % batch_size
+        for start in range(0, full, batch_size):
+            rows = slice(start, start + batch_size)
+            yield index[rows], _trimmed({k: v[rows] for k, v in ids.items()}, pad_to_multiple, tokenizer.pad_id)
+        held = (index[full:], {k: v[full:] for k, v in ids.items()}) if full < len(index) else None
+    if held is not None:
+        yield held[0], _trimmed(held[1], pad_to_multiple, tokenizer.pad_id)
+
+
+def pad_length(arrays: Batch, multiple: int, pad_id: int) -> Batch:
+    """Token arrays padded on the right to a length that is a multiple of ``multiple`` ([PAD] / 0)."""
+    length = arrays["input_ids"].shape[1]
+    return _pad_to(arrays, -(-length // multiple) * multiple, pad_id)
+
+
+def _pad_to(arrays: Batch, width: int, pad_id: int) -> Batch:
+    extra = width - arrays["input_ids"].shape[1]
+    if extra <= 0:
+        return arrays
+    return {k: np.pad(v, [(0, 0), (0, extra)], constant_values=pad_id if k == "input_ids" else 0)
+            for k, v in arrays.items()}
+
+
+def _trimmed(arrays: Batch, pad_to_multiple: int, pad_id: int) -> Batch:
+    """A batch cut to its own longest sequence (then padded to the multiple)."""
+    longest = int(arrays["attention_mask"].sum(1).max())
+    return pad_length({k: v[:, :longest] for k, v in arrays.items()}, pad_to_multiple, pad_id)
+
+
+def _stack(first: Batch, second: Batch, pad_id: int) -> Batch:
+    """Two token batches as one, the narrower padded to the wider."""
+    width = max(first["input_ids"].shape[1], second["input_ids"].shape[1])
+    first, second = _pad_to(first, width, pad_id), _pad_to(second, width, pad_id)
+    return {k: np.concatenate([first[k], second[k]]) for k in INPUT_KEYS}
+
+
+def _checked_window(batch_size: int, max_length: int, window: int | None, pad_to_multiple: int) -> int:
+    """The window (default ``16 * batch_size``), after checking every batching argument."""
+    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("pad_to_multiple", pad_to_multiple)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BadInputError("must be a positive integer", where=name, expected=">= 1", actual=value,
+                                fix=f"pass {name}=32 or similar")
+    window = window if window is not None else 16 * batch_size
+    if not isinstance(window, int) or window < 1:
+        raise BadInputError("must be a positive integer", where="window", expected=">= 1", actual=window,
+                            fix="leave window=None for 16 * batch_size")
+    return window

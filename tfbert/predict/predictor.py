@@ -1,10 +1,14 @@
 """One :class:`Predictor` over every backend: Keras (eager, graph, XLA), SavedModel and TFLite.
 
 Each backend is a function ``token batch -> dict of numpy outputs``; the Predictor feeds it
-the tf.data batches of :mod:`tfbert.predict.pipeline` and puts the rows back in input order,
-either all at once (:meth:`Predictor.predict`) or streaming through a bounded reorder buffer
-(:meth:`Predictor.ordered_batches`). :meth:`Predictor.predict_one` is the batch-1 path: it
-skips tf.data and tokenizes with the tokenizer converted to a LiteRT graph.
+the batches of :mod:`tfbert.predict.pipeline` and puts the rows back in input order, either
+all at once (:meth:`Predictor.predict`) or streaming through a bounded reorder buffer
+(:meth:`Predictor.ordered_batches`). The TensorFlow backends get tf.data batches tokenized
+in the graph; the tflite backend (a token-input .tflite) runs without TensorFlow: the same
+length-sorted batches made in numpy (:func:`~tfbert.predict.pipeline.numpy_batches`), ids
+from :class:`~tfbert.edge_tokenizer.EdgeTokenizer`, the model under LiteRT.
+:meth:`Predictor.predict_one` is the batch-1 path: no batching, and for the TensorFlow
+backends the tokenizer converted to a LiteRT graph.
 """
 
 from __future__ import annotations
@@ -16,9 +20,17 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfbert.errors import BadInputError
+from tfbert.errors import BadInputError, CheckpointNotFoundError
 from tfbert.litert import LiteRTRunner
-from tfbert.predict.pipeline import ReadStats, batched_inputs, text_dataset, texts_dataset
+from tfbert.predict.pipeline import (
+    ReadStats,
+    TextFile,
+    batched_inputs,
+    numpy_batches,
+    pad_length,
+    text_dataset,
+    texts_dataset,
+)
 from tfbert.tf import import_tensorflow
 
 log = logging.getLogger("tfbert")
@@ -121,6 +133,10 @@ class Predictor:
         tokenizer_config: tokenizer_config.json going with ``vocab_path`` (lower-casing).
         window: texts length-sorted together (default 16 * batch_size).
 
+    Attributes:
+        uses_tensorflow: False for the tflite backend, which never imports TensorFlow (for a
+            token-input .tflite; a raw-text one needs tensorflow-text's kernels).
+
     Example:
         >>> predictor = Predictor(task="embed")  # the embedded MiniLM, keras-graph
         >>> out = predictor.predict(["a cat sat", "hello world"])
@@ -144,7 +160,11 @@ class Predictor:
         self.batch_size, self.max_length, self.window = batch_size, max_length, window
         self.labels: list[str] | None = None
         self._tokenize_one = None
-        import_tensorflow()
+        self.uses_tensorflow = self.backend != "tflite"
+        # What a backend raises on a batch it cannot run (turned into a one-line error).
+        self._failures: tuple[type[Exception], ...] = (ValueError, RuntimeError)
+        if self.uses_tensorflow:
+            self._failures += (import_tensorflow().errors.OpError,)
         if self.backend in KERAS_MODES:
             self._run = self._keras(KERAS_MODES[self.backend])
         elif self.backend == "savedmodel":
@@ -205,8 +225,7 @@ class Predictor:
     def _tflite(self, num_threads: int, vocab_path: str | None, tokenizer_config: str | None
                 ) -> Callable[[Batch], Batch]:
         from tfbert.checkpoint import find_checkpoint
-        from tfbert.model import label_names
-        from tfbert.tokenizer import BertTokenizer
+        from tfbert.edge_tokenizer import EdgeTokenizer, sibling_tokenizer_json
 
         if self.task == "fill_mask":
             raise BadInputError("TFLite exports compute embed and classify only", where="task",
@@ -220,13 +239,19 @@ class Predictor:
         if vocab_path is None and os.path.isfile(sibling):
             vocab_path = sibling
         elif vocab_path is None:
-            files = find_checkpoint(None)
+            try:
+                files = find_checkpoint(None)
+            except CheckpointNotFoundError:
+                raise BadInputError("a .tflite holds no vocabulary, and none was given or is next to it",
+                                    where=self.model_path, fix="pass --vocab=PATH/vocab.txt (the checkpoint's), or "
+                                    "put vocab.txt (and tokenizer_config.json, config.json) next to the .tflite"
+                                    ) from None
             vocab_path, tokenizer_config, config_path = files.vocab, files.tokenizer_config, files.config
             log.info("no --vocab given: using the embedded MiniLM's vocab (right for its default export)")
         if tokenizer_config is None:
             candidate = os.path.join(os.path.dirname(vocab_path), "tokenizer_config.json")
             tokenizer_config = candidate if os.path.isfile(candidate) else None
-        self.tokenizer = BertTokenizer.from_files(vocab_path, tokenizer_config)
+        self.tokenizer = EdgeTokenizer.from_files(vocab_path, tokenizer_config, sibling_tokenizer_json(vocab_path))
         config_path = config_path or os.path.join(os.path.dirname(vocab_path), "config.json")
         try:
             runner = LiteRTRunner(self.model_path, num_threads)
@@ -235,6 +260,8 @@ class Predictor:
                                 fix="pass a .tflite written by python -m tfbert.export --quantize") from e
         if self.task == "classify" and os.path.isfile(config_path):
             import json
+
+            from tfbert.model import label_names
 
             with open(config_path, encoding="utf-8") as f:
                 self.labels = label_names(json.load(f))
@@ -252,53 +279,47 @@ class Predictor:
         """``(indices, outputs)`` per batch, in pipeline order (length-sorted within windows).
 
         Args:
-            texts_or_dataset: a list of strings, a file path (see
-                :func:`~tfbert.predict.pipeline.text_dataset`), or a tf.data dataset of
-                ``(index, text)``.
+            texts_or_dataset: a list of strings, a file path or a
+                :class:`~tfbert.predict.pipeline.TextFile`, or a tf.data dataset of ``(index, text)``
+                (e.g. from :func:`~tfbert.predict.pipeline.text_dataset`).
         """
-        tf = import_tensorflow()
-        dataset = self._dataset(texts_or_dataset)
-        stats: ReadStats | None = getattr(dataset, "tfbert_stats", None)
-        pipeline = batched_inputs(dataset, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length,
+        for indices, arrays in self._token_batches(texts_or_dataset):
+            yield indices, self._call(arrays)
+
+    def _token_batches(self, texts_or_dataset) -> Iterator[tuple[np.ndarray, Batch]]:
+        """Length-sorted token batches: numpy for the tflite backend, tf.data for the others."""
+        source = _source(texts_or_dataset)
+        if not self.uses_tensorflow:
+            if isinstance(source, list):
+                records = enumerate(source)
+            elif isinstance(source, TextFile):
+                records = source
+            else:  # a tf.data dataset someone built: its records, decoded
+                records = ((int(i), t.decode("utf-8")) for i, t in _typed_errors(source.as_numpy_iterator(), source))
+            yield from numpy_batches(records, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length,
+                                     window=self.window)
+            return
+        if isinstance(source, list):
+            source = texts_dataset(source)
+        elif isinstance(source, TextFile):
+            source = text_dataset(source)
+        pipeline = batched_inputs(source, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length,
                                   window=self.window,
                                   pad_to_multiple=_XLA_MULTIPLE if self.backend == "keras-xla" else 1)
-        iterator = iter(pipeline)
-        while True:
-            try:
-                indices, inputs = next(iterator)
-            except StopIteration:
-                return
-            except tf.errors.OpError as e:
-                # tf.data wraps a generator's exception; the reader kept the typed one.
-                if stats is not None and stats.error is not None:
-                    raise stats.error from None
-                raise BadInputError(f"reading the input failed ({e.message.strip().splitlines()[0]})",
-                                    where=getattr(stats, "path", "input"),
-                                    fix="check the input file's format and encoding") from None
-            arrays = {k: v.numpy() for k, v in inputs.items()}
-            yield indices.numpy(), self._call(arrays)
+        for indices, inputs in _typed_errors(iter(pipeline), source):
+            yield indices.numpy(), {k: v.numpy() for k, v in inputs.items()}
 
     def _call(self, arrays: Batch) -> Batch:
         """The backend on one token batch, its failures as one-line errors."""
-        tf = import_tensorflow()
         try:
             out = self._run(arrays)
-        except (tf.errors.OpError, ValueError, RuntimeError) as e:
+        except self._failures as e:
             raise BadInputError(f"the {self.backend} model failed on a batch ({type(e).__name__})",
                                 where=self.model_path or "default model",
                                 expected=f"a {self.task} model matching the vocab",
                                 actual=str(e).strip().splitlines()[0][:200] if str(e).strip() else None,
                                 fix="check --task, --vocab and --max_length match the model") from None
         return self._finish(out, arrays)
-
-    def _dataset(self, texts_or_dataset):
-        if isinstance(texts_or_dataset, (str, os.PathLike)):
-            return text_dataset(texts_or_dataset)
-        if isinstance(texts_or_dataset, (list, tuple)):
-            if not all(isinstance(t, str) for t in texts_or_dataset):
-                raise BadInputError("texts must be strings", where="texts", fix="pass a list of str")
-            return texts_dataset(list(texts_or_dataset))
-        return texts_or_dataset
 
     def _finish(self, out: Batch, inputs: Batch) -> Batch:
         result = {k: out[k] for k in OUTPUTS[self.task] if k in out}
@@ -358,10 +379,11 @@ class Predictor:
             raise BadInputError("the text must be a string", where="text", actual=type(text).__name__,
                                 fix="pass a str")
         if self._tokenize_one is None:
-            self._tokenize_one = TFLiteTokenizer(self.tokenizer, self.max_length)
+            self._tokenize_one = (TFLiteTokenizer(self.tokenizer, self.max_length) if self.uses_tensorflow
+                                  else lambda one: self.tokenizer.tokenize_numpy([one], self.max_length))
         arrays = self._tokenize_one(text)
         if self.backend == "keras-xla":  # the shapes XLA has compiled for, as in batches()
-            arrays = _pad_length(arrays, _XLA_MULTIPLE, self.tokenizer.pad_id)
+            arrays = pad_length(arrays, _XLA_MULTIPLE, self.tokenizer.pad_id)
         return {k: v[0] for k, v in self._call(arrays).items()}
 
     def predict(self, texts_or_dataset, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
@@ -389,10 +411,37 @@ class Predictor:
         return assemble(chunks, self.task)
 
 
-def _pad_length(arrays: Batch, multiple: int, pad_id: int) -> Batch:
-    extra = (-arrays["input_ids"].shape[1]) % multiple
-    return {k: np.pad(v, [(0, 0), (0, extra)], constant_values=pad_id if k == "input_ids" else 0)
-            for k, v in arrays.items()}
+def _source(texts_or_dataset):
+    """A list of texts, a :class:`TextFile` (for a path), or the tf.data dataset as given."""
+    if isinstance(texts_or_dataset, (str, os.PathLike)):
+        return TextFile(texts_or_dataset)
+    if isinstance(texts_or_dataset, (list, tuple)):
+        if not all(isinstance(t, str) for t in texts_or_dataset):
+            raise BadInputError("texts must be strings", where="texts", fix="pass a list of str")
+        return list(texts_or_dataset)
+    return texts_or_dataset
+
+
+def _typed_errors(iterator: Iterator, dataset) -> Iterator:
+    """``iterator``'s items, with tf.data's wrapping of a reader's error undone.
+
+    tf.data wraps an exception raised in a generator into its own error type; the reader kept
+    the typed one in the dataset's ``tfbert_stats``, which is raised instead.
+    """
+    tf = import_tensorflow()
+    stats: ReadStats | None = getattr(dataset, "tfbert_stats", None)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            if stats is not None and stats.error is not None:
+                raise stats.error from None
+            raise BadInputError(f"reading the input failed ({e.message.strip().splitlines()[0]})",
+                                where=getattr(stats, "path", "input"),
+                                fix="check the input file's format and encoding") from None
+        yield item
 
 
 def _pad_rows(arrays: list[np.ndarray], fill) -> np.ndarray:
