@@ -91,8 +91,10 @@ def main(argv: list[str]) -> int:
     if saved:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in saved.max_abs_diff.items())
         print(f"SavedModel  {saved.path}  {saved.size_bytes / 2**20:.1f} MiB  signatures "
-              f"{', '.join(saved.signatures)}  verified in a fresh process on {saved.verified_texts} texts "
-              f"(max abs diff {diffs})  {saved.seconds:.1f} s")
+              f"{', '.join(saved.signatures)}  verified with TensorFlow's C++ loader on {saved.verified_texts} texts "
+              f"(max abs diff {diffs}) and {saved.warmup_requests} warmup requests (max abs diff "
+              f"{saved.warmup_max_abs_diff:.1e})  {saved.seconds:.1f} s")
+        print(f"TF Serving  {saved.op_audit.summary()}")
     if lite:
         f = lite.fidelity
         agreement = f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f else ""

@@ -9,7 +9,7 @@ import numpy as np
 from tfbert.checkpoint.files import MANIFEST_NAME
 from tfbert.checkpoint.manifest import verify_manifest
 from tfbert.diagnose.config_checks import _error
-from tfbert.errors import CorruptCheckpointError
+from tfbert.errors import CorruptCheckpointError, ExportError
 from tfbert.report import OK, WARN, Finding
 
 
@@ -34,7 +34,8 @@ def _manifest_findings(root: str) -> list[Finding]:
 
 
 def check_artifact(path: str) -> list[Finding]:
-    """Integrity, loadability and signatures of an exported model."""
+    """Integrity, loadability and signatures of an exported model; for a SavedModel also its ops, the
+    oldest TF Serving that has them, and a load and warmup replay in TensorFlow's C++ loader."""
     if path.endswith(".tflite"):
         findings = _manifest_findings(os.path.dirname(os.path.abspath(path)))
         with open(path, "rb") as f:
@@ -59,7 +60,10 @@ def check_artifact(path: str) -> list[Finding]:
         return [Finding("files", OK, f"TFLite model, {os.path.getsize(path) / 2**20:.1f} MiB; runs in LiteRT: "
                         f"{shapes}"), *findings]
     findings = _manifest_findings(path)
+    from tfbert.deploy.serving import ServerProcess
     from tfbert.tf import import_tensorflow
+
+    server = ServerProcess(path)  # loads it as TF Serving would, while this process loads it in Python
 
     tf = import_tensorflow()
     import tensorflow_text  # noqa: F401  (the tokenizer ops of serving_default)
@@ -68,11 +72,22 @@ def check_artifact(path: str) -> list[Finding]:
         loaded = tf.saved_model.load(path)
     except Exception as e:  # TF raises many types for a damaged SavedModel
         return [*findings, _error("files", CorruptCheckpointError(
-            f"the SavedModel does not load ({str(e).splitlines()[0][:200]})", where=path, fix="export again"))]
+            f"the SavedModel does not load ({str(e).splitlines()[0][:200]})", where=path, fix="export again")),
+            _serving_finding(server)]
     signatures = {name: sorted(fn.structured_input_signature[1]) for name, fn in loaded.signatures.items()}
     text = "; ".join(f"{name}({', '.join(args)})" for name, args in sorted(signatures.items()))
     findings.insert(0, Finding("files", OK, f"SavedModel with signatures {text}"))
     if "serving_default" not in signatures:
         findings.append(Finding("files", WARN, "no serving_default signature: TF Serving clients must name one",
                                 "export with tfbert.export"))
-    return findings
+    return [*findings, _serving_finding(server)]
+
+
+def _serving_finding(server) -> Finding:
+    """The op audit, C++ load and warmup replay of a SavedModel, as TF Serving would do them."""
+    try:
+        check = server.result()
+    except ExportError as e:
+        return _error("serving", e)
+    return Finding("serving", OK, f"{check.audit.summary()}; loads in TensorFlow's C++ SavedModel loader "
+                   f"(tag serve, as TF Serving) and replays its {check.warmup_requests} warmup requests")

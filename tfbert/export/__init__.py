@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from tfbert.checkpoint.manifest import write_manifest
+from tfbert.deploy.serving import OpAudit
 from tfbert.export import layout, savedmodel, verify
 from tfbert.fidelity import fidelity
 from tfbert.model import label_names
@@ -38,6 +39,9 @@ class SavedModelExport:
     size_bytes: int
     seconds: float
     verified_texts: int
+    op_audit: OpAudit | None = None  # its ops and the oldest TF Serving that has them
+    warmup_requests: int = 0  # warmup records replayed by TensorFlow's C++ loader
+    warmup_max_abs_diff: float | None = None
 
 
 def _size(path: str) -> int:
@@ -67,12 +71,14 @@ class PendingSavedModel:
         if self._result is None:
             if self._run.running():
                 self._progress("waiting for the SavedModel's fresh-process verification")
-            actual = self._run.result()
-            worst = verify.compare_outputs(self._expected, actual, where=self.path)
+            check = self._run.result()
+            worst = verify.compare_outputs(self._expected, check.outputs, where=self.path)
             write_manifest(self._staging)
             self._result = SavedModelExport(path=self.path, version=self.version, signatures=sorted(self._expected),
                                             max_abs_diff=worst, size_bytes=_size(self._staging),
-                                            seconds=time.perf_counter() - self._start, verified_texts=self._texts)
+                                            seconds=time.perf_counter() - self._start, verified_texts=self._texts,
+                                            op_audit=check.audit, warmup_requests=len(check.warmup_outputs),
+                                            warmup_max_abs_diff=check.warmup_max_abs_diff)
         return self._result
 
 
@@ -117,9 +123,10 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
         progress(f"writing the SavedModel to {target}")
         savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
         savedmodel.write_warmup_requests(tmp, name, held_out[:8])
+        progress("verifying: loading the SavedModel in a fresh process with TF Serving's C++ loader "
+                 "(in the background)")
+        run = verify.FreshProcessRun(tmp, inputs, module)
         del module
-        progress("verifying: reloading the SavedModel in a fresh process (in the background)")
-        run = verify.FreshProcessRun(tmp, inputs)
         try:
             pending = PendingSavedModel(run, expected, tmp, target, version, len(held_out), start, progress)
             yield pending

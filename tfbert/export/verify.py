@@ -1,23 +1,22 @@
 """Verification of exports against the in-memory model, and the fidelity metrics every report uses.
 
-A SavedModel is verified in a *fresh process* (``python -m tfbert.export.verify``), which
-loads only the files on disk, the way a model server will: nothing in the exporting
-process's memory can mask a missing asset or an untraced function.
+A SavedModel is verified in a *fresh process* (``python -m tfbert.export.verify``) the way
+TF Serving loads it (:mod:`tfbert.deploy.serving`): TensorFlow's C++ SavedModel loader through
+the C API, with tensorflow-text's op libraries and no TensorFlow Python, after an audit of its
+ops — nothing in the exporting process's memory can mask a missing asset, an untraced function
+or an op the server lacks.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
+from tfbert.deploy.serving import ServerCheck, ServerProcess, main, warmup_inputs
 from tfbert.errors import ExportError
+from tfbert.export import savedmodel
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Outputs compared for fidelity, per task: the main output and how to score it.
 MAIN_OUTPUT = {"embed": "sentence_embedding", "classify": "probabilities", "fill_mask": "top_k_probabilities"}
 
@@ -55,107 +54,52 @@ def compare_outputs(expected: dict[str, dict[str, np.ndarray]], actual: dict[str
     return worst
 
 
-def _save_nested(path: str, nested: dict[str, dict[str, np.ndarray]]) -> None:
-    flat = {f"{sig}/{key}": value for sig, values in nested.items() for key, value in values.items()}
-    np.savez(path, **flat)
+class FreshProcessRun(ServerProcess):
+    """The written SavedModel checked as TF Serving would load it, in a new process started now.
 
+    :class:`tfbert.deploy.serving.ServerProcess` (the op audit, TensorFlow's C++ loader, the
+    warmup replay, the REST and batching rules) run as ``python -m tfbert.export.verify``;
+    meanwhile this process runs every warmup record through the in-memory ``module``, and
+    :meth:`result` compares those outputs with the replayed ones.
 
-def _load_nested(path: str) -> dict[str, dict[str, np.ndarray]]:
-    nested: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=True) as data:  # our own file, written a moment ago
-        for name in data.files:
-            sig, key = name.split("/", 1)
-            nested.setdefault(sig, {})[key] = data[name]
-    return nested
-
-
-class FreshProcessRun:
-    """The SavedModel at ``directory`` loaded and run on ``inputs`` in a new Python process, started now.
-
-    The process runs while the caller goes on (the export converts its TFLite model
-    meanwhile); :meth:`result` waits for it. Its output goes to files, not pipes, so a
-    chatty TensorFlow can never block it on a full pipe. On Linux it is killed when the
-    thread that started it ends (``PR_SET_PDEATHSIG``), so a killed export leaves no orphan:
-    start it from the thread that waits for it.
+    Args:
+        directory: the staged version directory.
+        inputs: signature -> input name -> array, run through each signature (and every
+            signature a warmup record may name).
+        module: the in-memory serving module (:func:`tfbert.export.savedmodel.build_serving_module`).
+        timeout: seconds :meth:`result` waits.
     """
 
-    def __init__(self, directory: str, inputs: dict[str, dict[str, np.ndarray]], timeout: float = 600) -> None:
-        self.directory, self.timeout = directory, timeout
-        self._tmp = tempfile.TemporaryDirectory(prefix="tfbert-verify-")
-        in_path = os.path.join(self._tmp.name, "inputs.npz")
-        self._out_path = os.path.join(self._tmp.name, "outputs.npz")
-        _save_nested(in_path, inputs)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
-        self._log = open(os.path.join(self._tmp.name, "log.txt"), "w+")  # closed by close()
-        self._process = subprocess.Popen([sys.executable, "-m", "tfbert.export.verify", directory, in_path,
-                                          self._out_path, str(os.getpid())],
-                                         stdout=self._log, stderr=subprocess.STDOUT, env=env)
+    entry = "tfbert.export.verify"
 
-    def running(self) -> bool:
-        return self._process.poll() is None
+    def __init__(self, directory: str, inputs: dict[str, dict[str, np.ndarray]], module,
+                 timeout: float = 600) -> None:
+        super().__init__(directory, inputs, timeout)
+        try:
+            known = {signature: {"inputs": args} for signature, args in inputs.items()}
+            self._warmup_expected = [savedmodel.run_signatures(module, {signature: args})
+                                     for signature, args in warmup_inputs(directory, known)]
+        except BaseException:
+            self.close()
+            raise
 
-    def result(self) -> dict[str, dict[str, np.ndarray]]:
-        """Wait for the process; every signature's outputs.
+    def result(self) -> ServerCheck:
+        """Wait for the process; what it found, its warmup replay compared with the in-memory model.
 
         Raises:
-            ExportError: the SavedModel did not load or run (the process's last line says why).
+            ExportError: a check failed, or a replayed warmup request differs.
         """
-        try:
-            code = self._process.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            self.close()
-            raise ExportError("the SavedModel did not load and run in a fresh process in time",
-                              where=self.directory, expected=f"<= {self.timeout:.0f} s",
-                              fix="report this as a bug; nothing was published") from None
-        try:
-            if code != 0:
-                self._log.seek(0)
-                last = ([line for line in self._log.read().strip().splitlines() if line.strip()] or ["no output"])[-1]
-                raise ExportError(f"the SavedModel does not load or run in a fresh process ({last.strip()})",
-                                  where=self.directory, fix="report this as a bug; nothing was published")
-            return _load_nested(self._out_path)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop the process if it still runs, and delete its files."""
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
-        self._tmp.cleanup()
-
-
-def _die_with(parent: int) -> None:
-    """End this process when the export that started it dies (Linux), instead of running on as an
-    orphan that reads a staging directory the next export will delete."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the process ends after its run, as before
-        return
-    if os.getppid() != parent:  # the export died before the line above
-        sys.exit(1)
-
-
-def _child(directory: str, in_path: str, out_path: str, parent: str) -> None:
-    _die_with(int(parent))
-    from tfbert.tf import import_tensorflow
-
-    tf = import_tensorflow()
-    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
-
-    loaded = tf.saved_model.load(directory)
-    outputs = {}
-    for signature, args in _load_nested(in_path).items():
-        fn = loaded.signatures[signature]
-        tensors = {k: tf.constant(v.tolist() if v.dtype == object else v) for k, v in args.items()}
-        outputs[signature] = {k: v.numpy() for k, v in fn(**tensors).items()}
-    _save_nested(out_path, outputs)
-    print(json.dumps({"signatures": sorted(outputs)}))
+        check = super().result()
+        if len(check.warmup_outputs) != len(self._warmup_expected):
+            raise ExportError("the C++ loader replayed another number of warmup records", where=self.directory,
+                              expected=len(self._warmup_expected), actual=len(check.warmup_outputs),
+                              fix="report this as a bug")
+        diffs = [compare_outputs(expected, {next(iter(expected)): actual},
+                                 where=f"{self.directory}: warmup record {i}")
+                 for i, (expected, actual) in enumerate(zip(self._warmup_expected, check.warmup_outputs, strict=True))]
+        check.warmup_max_abs_diff = max((max(d.values()) for d in diffs), default=0.0)
+        return check
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:5])
+    main(sys.argv[1:])
