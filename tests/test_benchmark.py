@@ -17,7 +17,9 @@ import pytest
 from tests import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ["keras-eager-longest", "keras-eager", "keras-graph", "tflite-fp32", "onnxruntime-int8"]
+ROWS = ["keras-eager-longest", "keras-eager-sorted", "keras-eager", "keras-graph", "tflite-fp32",
+        "onnxruntime-int8-shipped", "onnxruntime-int8-dynamic", "process-onnxruntime"]
+RUN_ROWS = ROWS[:5]  # the ONNX Runtime peers run all-MiniLM-L6-v2 only: skipped on the tiny model
 TEXTS = ["the cat sat on the mat.", "hello world!", "a dog ran", "the bird flew to the blue sky and sang",
          "great film, fun and happy", "terrible boring movie", "Unknownword xyz", "yes", "no no no no no no"]
 NUM_TEXTS = 40
@@ -58,8 +60,8 @@ def test_writes_json_markdown_and_png_and_no_temporaries(run):
     assert "real_tokens_per_s" in markdown and "gemm_peak_gflops" in markdown
     assert [r["backend"] for r in run["json"]["rows"]] == ROWS
     assert "[tfbert.benchmark] keras-graph: timing" in run["proc"].stderr  # progress on stderr
-    assert ("[tfbert.benchmark] round 2 of 2: GEMM peak again, then one more timed pass of tflite-fp32, keras-graph"
-            in run["proc"].stderr)
+    assert ("[tfbert.benchmark] round 2 of 2: GEMM peak again, then one more timed pass of tflite-fp32, keras-graph, "
+            "keras-eager, keras-eager-sorted, keras-eager-longest" in run["proc"].stderr)
 
 
 def test_real_token_counts_match_hugging_face_tokenizer(run):
@@ -69,7 +71,7 @@ def test_real_token_counts_match_hugging_face_tokenizer(run):
     texts = [TEXTS[i % len(TEXTS)] for i in range(NUM_TEXTS)]
     expected = sum(len(ids) for ids in hf(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
     assert expected < NUM_TEXTS * MAX_LENGTH  # padding would inflate the count
-    for name in ROWS[:-1]:
+    for name in RUN_ROWS:
         row = run["rows"][name]
         assert row["real_tokens"] == expected, name
         assert len(row["pass_seconds"]) == 2 and row["seconds"] == min(row["pass_seconds"])
@@ -79,7 +81,7 @@ def test_real_token_counts_match_hugging_face_tokenizer(run):
 
 def test_fidelity_against_the_fp32_reference(run):
     assert run["json"]["summary"]["fidelity_reference"] == "keras-eager-longest"
-    for name in ("keras-eager", "keras-graph", "tflite-fp32"):
+    for name in ("keras-eager-sorted", "keras-eager", "keras-graph", "tflite-fp32"):
         row = run["rows"][name]
         assert row["status"] == "ok"
         assert row["cosine_min"] > 0.99999 and row["cosine_mean"] > 0.99999, name
@@ -101,7 +103,7 @@ def test_latency_memory_and_compute_limit_are_sensible(run):
     mean_length = run["rows"]["keras-graph"]["real_tokens"] / NUM_TEXTS
     flops = 2 * dense + 2 * 2 * tiny.TINY_CONFIG["num_hidden_layers"] * tiny.TINY_CONFIG["hidden_size"] * mean_length
     assert summary["mflop_per_token"] == pytest.approx(flops / 1e6)
-    for name in ROWS[:-1]:
+    for name in RUN_ROWS:
         row = run["rows"][name]
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"], name
         assert row["latency_samples"] == 5
@@ -110,23 +112,82 @@ def test_latency_memory_and_compute_limit_are_sensible(run):
         assert row["pct_of_compute_limit"] == pytest.approx(100 * row["real_tokens_per_s"] / limit), name
 
 
-def test_onnx_peer_row_says_why_it_did_not_run(run):
-    status = run["rows"]["onnxruntime-int8"]["status"]
-    assert status.startswith(("skipped", "not installed")), status
-    assert "real_tokens_per_s" not in run["rows"]["onnxruntime-int8"]
+def test_rows_say_whether_they_are_a_tutorial_baseline_a_peer_tfbert_or_a_whole_process(run):
+    roles = {name: row["role"] for name, row in run["rows"].items()}
+    assert roles == {"keras-eager-longest": "tutorial baseline", "keras-eager-sorted": "peer", "keras-eager": "tfbert",
+                     "keras-graph": "tfbert", "tflite-fp32": "tfbert", "onnxruntime-int8-shipped": "tutorial baseline",
+                     "onnxruntime-int8-dynamic": "peer", "process-onnxruntime": "whole process"}
+    markdown = (run["out"] / "benchmark.md").read_text(encoding="utf-8")
+    assert "| keras-eager-longest | tutorial baseline |" in markdown
+    assert "| onnxruntime-int8-shipped | tutorial baseline |" in markdown
+    assert "sorted by length" in run["rows"]["onnxruntime-int8-dynamic"]["description"]
+
+
+def test_onnx_peer_rows_say_why_they_did_not_run(run):
+    for name in ROWS[5:]:
+        status = run["rows"][name]["status"]
+        assert status.startswith(("skipped", "not installed")), (name, status)
+        assert "real_tokens_per_s" not in run["rows"][name]
+
+
+def _token_table_onnx(path: str, table: np.ndarray) -> None:
+    """An ONNX model whose token states are rows of ``table`` (padding included: pooling must mask it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])], "tokens",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+         for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", table.shape[1]])],
+        [numpy_helper.from_array(table, "table")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_onnx_runtime_peer_sorted_and_input_order_give_the_numpy_embeddings_in_input_order(tmp_path):
+    from tokenizers import BertWordPieceTokenizer
+    from tokenizers.models import WordPiece
+    from transformers import BertTokenizerFast
+
+    from tfbert.benchmark.runners import OnnxRuntimeRunner, embed_file
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(tiny.VOCAB) + "\n", encoding="utf-8")
+    wordpieces = WordPiece.read_file(str(vocab))
+    table = np.random.default_rng(0).standard_normal((len(tiny.VOCAB), 8)).astype(np.float32)
+    table[0] = 1e3  # [PAD]: any padded position that leaks into the pooling shows
+    _token_table_onnx(str(tmp_path / "tokens.onnx"), table)
+    texts = [TEXTS[(i * 5) % len(TEXTS)] for i in range(23)]
+    ids = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)(texts, truncation=True,
+                                                                        max_length=MAX_LENGTH)["input_ids"]
+    expected = np.stack([table[x].mean(axis=0) for x in ids])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    outputs = {}
+    for sort in (True, False):
+        runner = OnnxRuntimeRunner("peer", str(tmp_path / "tokens.onnx"), BertWordPieceTokenizer(wordpieces),
+                                   batch_size=4, max_length=MAX_LENGTH, num_threads=1, sort_by_length=sort)
+        outputs[sort] = runner.embed(texts)
+        np.testing.assert_allclose(outputs[sort], expected, atol=1e-5, err_msg=f"sort_by_length={sort}")
+        assert runner.count_tokens(texts) == sum(len(x) for x in ids)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    tokenizer_json = tmp_path / "tokenizer.json"
+    BertWordPieceTokenizer(wordpieces).save(str(tokenizer_json))
+    embed_file(str(tmp_path / "texts.txt"), str(tmp_path / "out.npy"), str(tmp_path / "tokens.onnx"),
+               str(tokenizer_json), batch_size=4, max_length=MAX_LENGTH, num_threads=1)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
 
 
 def test_exports_are_cached_across_runs(run):
-    work = os.path.join(os.path.dirname(run["out"]), "work")
-    found = [os.path.join(d, f) for d, _, files in os.walk(work) for f in files if f.endswith(".tflite")]
-    assert [os.path.basename(p) for p in found] == ["model_none.tflite"]
-    from tfbert.benchmark.exports import ensure_exports
+    from tfbert.benchmark.exports import ensure_exports, find_exports
 
+    work = os.path.join(os.path.dirname(run["out"]), "work")
+    found = find_exports(work)  # only the rows that ran were exported
+    assert list(found) == ["tflite-fp32"] and os.path.basename(found["tflite-fp32"]) == "model_none.tflite"
     lines: list[str] = []
     paths, errors = ensure_exports(["tflite-fp32"], model_path=run["model"], max_length=MAX_LENGTH, work_dir=work,
                                    progress=lines.append)
-    assert paths == {"tflite-fp32": found[0]} and not errors
-    assert lines == [f"tflite-fp32: cached {found[0]}"]
+    assert paths == found and not errors
+    assert lines == [f"tflite-fp32: cached {found['tflite-fp32']}"]
 
 
 def test_help_imports_no_tensorflow():

@@ -11,13 +11,14 @@ import os
 
 from tfbert.report import Report
 
-COLUMNS = ["backend", "texts_per_s", "real_tokens_per_s", "pct_of_compute_limit", "latency_p50_ms",
+COLUMNS = ["backend", "role", "seconds", "texts_per_s", "real_tokens_per_s", "pct_of_compute_limit", "latency_p50_ms",
            "latency_p95_ms", "peak_rss_mib", "rss_growth_mib", "cosine_mean", "cosine_min", "max_abs_diff",
            "status"]
 STEMS = ("benchmark.json", "benchmark.md", "benchmark.png")
 # How the Markdown and text tables show a number (the JSON keeps full precision).
-FORMATS = {"texts_per_s": "{:.1f}", "real_tokens_per_s": "{:,.0f}", "pct_of_compute_limit": "{:.1f}",
-           "latency_p50_ms": "{:.2f}", "latency_p95_ms": "{:.2f}", "peak_rss_mib": "{:,.0f}",
+FORMATS = {"seconds": "{:.2f}", "texts_per_s": "{:.1f}", "real_tokens_per_s": "{:,.0f}",
+           "pct_of_compute_limit": "{:.1f}", "latency_p50_ms": "{:.2f}", "latency_p95_ms": "{:.2f}",
+           "peak_rss_mib": "{:,.0f}",
            "rss_growth_mib": "{:,.0f}", "cosine_mean": "{:.5f}", "cosine_min": "{:.5f}", "max_abs_diff": "{:.1e}"}
 SUMMARY_FORMATS = {"gemm_peak_gflops": "{:.1f}", "mean_real_tokens_per_text": "{:.2f}", "mflop_per_token": "{:.2f}",
                    "compute_limit_tokens_per_s": "{:,.0f}", "load_average_1min": "{:.2f}",

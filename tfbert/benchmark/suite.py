@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,17 @@ import numpy as np
 from tfbert.benchmark import measure
 from tfbert.benchmark.exports import TFLITE_ROWS, ensure_exports
 from tfbert.benchmark.results import COLUMNS, write_results
-from tfbert.benchmark.runners import FP32_ROWS, ROWS, Runner, make_runner, onnx_unavailable
+from tfbert.benchmark.runners import (
+    FP32_ROWS,
+    ONNX_ROWS,
+    PROCESS_PEER_MODEL,
+    PROCESS_ROWS,
+    ROWS,
+    Runner,
+    make_runner,
+    onnx_unavailable,
+    row_role,
+)
 from tfbert.errors import BadInputError
 from tfbert.fidelity import fidelity
 from tfbert.report import Report
@@ -108,19 +119,28 @@ def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_di
              f"LiteRT {gemm['litert']:.1f})")
     write_results(report, output_dir)
 
-    exports, export_errors = ensure_exports(rows, model_path=model_path, max_length=max_length, work_dir=work_dir,
-                                            exports_dir=exports_dir, num_threads=num_threads, progress=progress)
+    # The whole-process tfbert row runs the tflite-int8 export.
+    export_rows = [*rows, "tflite-int8"] if "process-tfbert-int8" in rows else rows
+    exports, export_errors = ensure_exports(export_rows, model_path=model_path, max_length=max_length,
+                                            work_dir=work_dir, exports_dir=exports_dir, num_threads=num_threads,
+                                            progress=progress)
+    peer_notes = _prepare_onnx_peers(rows, exports, export_errors, model_path=model_path, work_dir=work_dir,
+                                     progress=progress)
+    report.summary["onnx_peer_models"] = peer_notes
     measure.release_memory()
     reference: np.ndarray | None = None
     runners: dict[str, Runner] = {}  # kept alive for the interleaved passes
     for row in rows:
-        result = {"backend": row, "description": ROWS[row]}
+        result = {"backend": row, "role": row_role(row), "description": ROWS[row]}
         report.rows.append(result)
-        reason = export_errors.get(row)
-        if row == "onnxruntime-int8":
-            reason = onnx_unavailable(model_path)
-        elif (row == "savedmodel" or row in TFLITE_ROWS) and row not in exports and reason is None:
+        reason = export_errors.get("tflite-int8" if row == "process-tfbert-int8" else row)
+        needs = "tflite-int8" if row == "process-tfbert-int8" else row
+        if (needs == "savedmodel" or needs in TFLITE_ROWS or needs in ONNX_ROWS) and needs not in exports \
+                and reason is None:
             reason = "no export found"
+        if row in PROCESS_ROWS and reason is None:
+            result["status"] = "pending: whole processes are timed after the rounds"
+            continue
         if reason:
             result["status"] = reason
             progress(f"{row}: {reason}")
@@ -152,9 +172,100 @@ def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_di
         measure.release_memory()
         write_results(report, output_dir)
     _interleaved_passes(report, runners, texts, repeats - 1, output_dir, num_threads, progress)
+    del runners
+    measure.release_memory()
+    _time_processes(report, [r["backend"] for r in report.rows if r["status"].startswith("pending")], texts, exports,
+                    reference, repeats=repeats, batch_size=batch_size, max_length=max_length,
+                    num_threads=num_threads, output_dir=output_dir, progress=progress)
     report.summary["load_average_1min_end"] = measure.machine_info()["load_average_1min"]
     write_results(report, output_dir)
     return report
+
+
+def _prepare_onnx_peers(rows: list[str], exports: dict[str, str], errors: dict[str, str], *,
+                        model_path: str | None, work_dir: str, progress: Progress) -> dict[str, str]:
+    """Add the ONNX Runtime peer models the rows need to ``exports`` (row → file), or to ``errors``
+    why not; returns what was done to each peer model (optimizer fusions, quantization)."""
+    wanted = [r for r in rows if r in ONNX_ROWS or r == "process-onnxruntime"]
+    if not wanted:
+        return {}
+    reason = onnx_unavailable(model_path)
+    if reason:
+        errors.update({r: reason for r in wanted})
+        return {}
+    from tfbert.benchmark.onnx_peers import prepare_onnx_peers
+    from tfbert.checkpoint import find_checkpoint
+
+    kind = {r: ONNX_ROWS[r][0] if r in ONNX_ROWS else PROCESS_PEER_MODEL for r in wanted}
+    paths, notes = prepare_onnx_peers(sorted(set(kind.values())), checkpoint_root=find_checkpoint(None).root,
+                                      work_dir=work_dir, progress=progress)
+    for row, k in kind.items():
+        if k in paths:
+            exports[row] = paths[k]
+        else:
+            errors[row] = notes.get(k, "could not be prepared")
+    return notes
+
+
+def _time_processes(report: Report, rows: list[str], texts: list[str], exports: dict[str, str],
+                    reference: np.ndarray | None, *, repeats: int, batch_size: int, max_length: int,
+                    num_threads: int, output_dir: str, progress: Progress) -> None:
+    """Whole processes on a file of ``texts``: start, import, load, run, write ``.npy``. Each
+    row's command runs ``repeats`` times, rows alternating; the median wall time counts, and the
+    ``.npy`` it wrote is compared with the fidelity reference."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.predict.measure import process_seconds
+
+    results = {r["backend"]: r for r in report.rows}
+    tokens = next((r["real_tokens"] for r in report.rows if "real_tokens" in r), None)
+    with tempfile.TemporaryDirectory(prefix="tfbert-bench-") as tmp:
+        source = os.path.join(tmp, "texts.txt")
+        with open(source, "w", encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
+        commands, outputs = {}, {}
+        for row in rows:
+            outputs[row] = os.path.join(tmp, f"{row}.npy")
+            if row == "process-tfbert-int8":
+                commands[row] = [sys.executable, "-m", "tfbert.predict", f"--model={exports['tflite-int8']}",
+                                 f"--input={source}", f"--output={outputs[row]}", "--noprogress",
+                                 f"--batch_size={batch_size}", f"--max_length={max_length}",
+                                 f"--num_threads={num_threads}"]
+            else:
+                tokenizer = os.path.join(find_checkpoint(None).root, "tokenizer.json")
+                commands[row] = [sys.executable, "-c", _PEER_PROCESS, source, outputs[row], exports[row], tokenizer,
+                                 str(batch_size), str(max_length), str(num_threads)]
+        if not commands:
+            return
+        progress(f"timing whole processes, {repeats} each, alternating: {', '.join(commands)}")
+        try:
+            seconds = process_seconds(commands, repeats=repeats)
+        except subprocess.CalledProcessError as e:
+            lines = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+            for row in commands:
+                results[row]["status"] = f"error: exit {e.returncode}: {lines[-1] if lines else ''}"[:300]
+            return
+        for row, wall in seconds.items():
+            result = results[row]
+            embeddings = np.load(outputs[row])
+            result.update({"seconds": wall, "texts_per_s": len(texts) / wall, "status": "ok",
+                           "process_repeats": repeats, "command": " ".join(commands[row][:3]) + " ..."})
+            if tokens is not None:
+                result["real_tokens"], result["real_tokens_per_s"] = tokens, tokens / wall
+            if reference is not None and embeddings.shape == reference.shape:
+                result.update(fidelity(reference, embeddings))
+            elif embeddings.shape[0] != len(texts):
+                result["status"] = f"error: wrote {embeddings.shape[0]} rows for {len(texts)} texts"
+            progress(f"{row}: {wall:.2f} s median wall time for {len(texts)} texts")
+    write_results(report, output_dir)
+
+
+# The lean ONNX Runtime peer as its own process: only numpy, onnxruntime and tokenizers load.
+_PEER_PROCESS = ("import sys; from tfbert.benchmark.runners import embed_file; a = sys.argv[1:]; "
+                 "embed_file(*a[:4], batch_size=int(a[4]), max_length=int(a[5]), num_threads=int(a[6]))")
 
 
 def _measure_row(row: str, result: dict, texts: list[str], *, model_path: str | None, exports: dict[str, str],
