@@ -265,7 +265,6 @@ GOOD = {"tensorflow": "2.21.0", "tf-keras": "2.21.0", "tensorflow-text": "2.21.1
 
 
 @pytest.mark.parametrize(("change", "package", "fix"), [
-    ({"transformers": "5.0.0"}, "transformers", "transformers>=4.44,<5"),
     ({"tf-keras": None}, "tf-keras", "tf-keras==2.21.*"),
     ({"tf-keras": "2.19.0"}, "tf-keras", "tf-keras==2.21.*"),
     ({"tensorflow-text": "2.20.0"}, "tensorflow-text", "tensorflow-text==2.21.*"),
@@ -277,6 +276,16 @@ def test_known_broken_environments(change, package, fix):
     errs = [f for f in findings if f.status == "error"]
     assert errs, findings
     assert any(f.error.where == package and fix in f.fix for f in errs)
+
+
+@pytest.mark.parametrize("transformers", ["5.24.0", None])
+def test_without_hugging_face_tf_classes_the_doctor_names_tfberts_keras_bert(transformers):
+    findings = check_environment({**GOOD, "transformers": transformers}, env={})
+    assert not [f for f in findings if f.status == "error"], findings
+    assert "model class: tfbert's Keras BERT" in findings[0].message and findings[0].status == "ok"
+    note = next(f for f in findings if f.status == "info")
+    assert "tfbert.keras_bert" in note.message and "transformers>=4.44,<5" in note.fix
+    assert "model class: Hugging Face's TFBertModel" in check_environment(GOOD, env={})[0].message
 
 
 def test_transformers_455_is_reported_but_not_an_error():

@@ -3,6 +3,8 @@
 tfbert owns the checkpoint → Keras variable mapping (see :mod:`tfbert.checkpoint.names`)
 rather than calling ``from_pretrained``, so loading works across transformers 4.44-4.57
 (4.55+ cannot load safetensors into TF classes itself) and reads one tensor at a time.
+Where transformers has no TF classes (5.x, or not installed) it builds tfbert's own Keras BERT
+(:mod:`tfbert.keras_bert`) instead.
 """
 
 from __future__ import annotations
@@ -41,22 +43,39 @@ def bert_config(config: dict):
     return BertConfig(**config)
 
 
+def hf_tf_bert():
+    """Hugging Face's TF BERT module, or None where it is missing (transformers 5, or no transformers)."""
+    try:
+        from transformers.models.bert import modeling_tf_bert
+    except ImportError:
+        return None
+    return modeling_tf_bert
+
+
 def build_model(config: dict, task: str = "embed", *, initialize: bool = True):
-    """An HF TF model for ``task`` with all variables created (no forward pass).
+    """A Keras BERT for ``task`` with all variables created (no forward pass).
+
+    Hugging Face's TF class (:data:`TASK_CLASSES`) where transformers 4.x has it, else tfbert's
+    own Keras BERT (:mod:`tfbert.keras_bert`: the same names, outputs and attributes).
 
     With ``initialize=False`` the kernels and embeddings start as zeros instead of random
     values — about 0.5 s faster for MiniLM — for a caller that overwrites them at once;
     :func:`initialize_fresh` gives any left over their proper random start.
     """
     import_tensorflow()
-    from transformers.models.bert import modeling_tf_bert
+    import tf_keras
 
+    modeling_tf_bert = hf_tf_bert()
+    if modeling_tf_bert is None:
+        from tfbert import keras_bert
+
+        log.info("transformers has no TF BERT here: building tfbert's Keras BERT")
+        return keras_bert.build(config, task, initializer=None if initialize else tf_keras.initializers.Zeros())
     cls = getattr(modeling_tf_bert, TASK_CLASSES[task])
     if initialize:
         model = cls(bert_config(config))
         model.build_in_name_scope()
         return model
-    import tf_keras
 
     original = modeling_tf_bert.get_initializer
     modeling_tf_bert.get_initializer = lambda initializer_range=0.02: tf_keras.initializers.Zeros()

@@ -50,7 +50,7 @@ def check_environment(versions: dict[str, str | None] | None = None,
 
     Example:
         >>> bad = check_environment({"tensorflow": "2.21.0", "tf-keras": "2.21.0",
-        ...     "tensorflow-text": "2.21.1", "transformers": "5.0.0", "safetensors": "0.8",
+        ...     "tensorflow-text": "2.20.1", "transformers": "5.0.0", "safetensors": "0.8",
         ...     "numpy": "2.4", "keras": None, "ai-edge-litert": None}, env={})
         >>> [f.status for f in bad if f.check == "environment"][0]
         'error'
@@ -71,8 +71,9 @@ def check_environment(versions: dict[str, str | None] | None = None,
         tf_pin = f"{tf[0]}.{tf[1]}.*"
         if tf >= (2, 16):
             if tfk is None:
-                error("tf-keras", f"TensorFlow {v['tensorflow']} ships Keras 3, and the Hugging Face "
-                      "TF classes need Keras 2", f"tf-keras {tf_pin}", f'pip install "tf-keras=={tf_pin}"')
+                error("tf-keras", f"TensorFlow {v['tensorflow']} ships Keras 3, and tfbert's models "
+                      "(Hugging Face's TF classes, tfbert.keras_bert) need Keras 2", f"tf-keras {tf_pin}",
+                      f'pip install "tf-keras=={tf_pin}"')
             elif tfk != tf:
                 error("tf-keras", f"tf-keras must match TensorFlow's minor version ({v['tensorflow']})",
                       f"tf-keras {tf_pin}", f'pip install "tf-keras=={tf_pin}"')
@@ -91,12 +92,12 @@ def check_environment(versions: dict[str, str | None] | None = None,
         if numpy and numpy[0] >= 2 and tf < (2, 18):
             error("numpy", f"TensorFlow {v['tensorflow']} was built against NumPy 1", "numpy<2",
                   'pip install "numpy<2"')
-    if hf is None:
-        error("transformers", "transformers is not installed", "transformers 4.44-4.57",
-              'pip install "transformers>=4.44,<5"')
-    elif hf[0] >= 5:
-        error("transformers", "transformers 5 has no TensorFlow classes", "transformers 4.x",
-              'pip install "transformers>=4.44,<5"')
+    if hf is None or hf[0] >= 5:
+        missing = "transformers is not installed" if hf is None else \
+            f"transformers {v['transformers']} has no TensorFlow classes"
+        findings.append(Finding("environment", INFO, f"{missing}: models are tfbert's own Keras BERT "
+                                "(tfbert.keras_bert: Hugging Face's names, weights and outputs)",
+                                'nothing to do; pip install "transformers>=4.44,<5" to use TFBertModel instead'))
     elif hf >= (4, 55):
         findings.append(Finding("environment", INFO, f"transformers {v['transformers']}: its own "
                                 "from_pretrained cannot load safetensors into TF models "
@@ -113,5 +114,6 @@ def check_environment(versions: dict[str, str | None] | None = None,
     if not any(f.status == "error" for f in findings):
         stack = ", ".join(f"{n} {v[n]}" for n in ("tensorflow", "tf-keras", "tensorflow-text", "transformers")
                           if v.get(n))
-        findings.insert(0, Finding("environment", OK, stack))
+        model_class = "tfbert's Keras BERT" if hf is None or hf[0] >= 5 else "Hugging Face's TFBertModel"
+        findings.insert(0, Finding("environment", OK, f"{stack}; model class: {model_class}"))
     return findings
