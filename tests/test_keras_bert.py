@@ -99,6 +99,18 @@ def test_keras_bert_equals_tfbertmodel_on_minilm(minilm_path, without_hf_classes
     np.testing.assert_allclose(a.pooler_output.numpy(), b.pooler_output.numpy(), atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize("hidden_act", ["relu", "gelu_new", "gelu_fast", "silu"])
+def test_keras_bert_activations_equal_hugging_faces(hidden_act):
+    reference = tiny.reference_model("embed", {"hidden_act": hidden_act}, seed=7)
+    model = keras_bert.build(reference.config.to_dict())
+    values = {name: v.numpy() for name, v in zip(_names(reference), reference.weights, strict=True)}
+    for name, variable in zip(_names(model), model.weights, strict=True):
+        variable.assign(values[name])
+    batch = _batch(reference.config.vocab_size, seed=2)
+    np.testing.assert_allclose(model(**batch).last_hidden_state.numpy(),
+                               reference(**batch, training=False).last_hidden_state.numpy(), atol=TOLERANCE, rtol=0)
+
+
 def test_build_refuses_an_activation_it_does_not_have():
     from tfbert.errors import ConfigMismatchError
 

@@ -30,7 +30,9 @@ DEFAULTS = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "n
 # Keras names of the three task models, as Hugging Face's classes name themselves.
 MODEL_NAMES = {"embed": "tf_bert_model", "classify": "tf_bert_for_sequence_classification",
                "fill_mask": "tf_bert_for_masked_lm"}
-HF_MASK_BIAS = -10000.0
+HF_MASK_BIAS = -10000.0  # what Hugging Face's TF BERT adds to the attention scores of padding
+# The hidden_act values :func:`activation` builds (tfbert's export graph builds the same).
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 
 class BertConfig:
@@ -77,11 +79,8 @@ def activation(x, name: str):
     tf = import_tensorflow()
     if name == "gelu":
         return tf.nn.gelu(x, approximate=False)
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):  # gelu_fast is the tanh form factored
         return tf.nn.gelu(x, approximate=True)
-    if name == "gelu_fast":
-        inner = x * tf.cast(0.7978845608, x.dtype) * (1.0 + tf.cast(0.044715, x.dtype) * x * x)
-        return 0.5 * x * (1.0 + tf.tanh(inner))
     if name == "relu":
         return tf.nn.relu(x)
     if name in ("silu", "swish"):
@@ -89,7 +88,7 @@ def activation(x, name: str):
     if name == "tanh":
         return tf.tanh(x)
     raise ConfigMismatchError("activation not supported by tfbert's Keras BERT", where="config.json: hidden_act",
-                              expected="gelu, gelu_new, gelu_fast, relu, silu or tanh", actual=name,
+                              expected=", ".join(ACTIVATIONS), actual=name,
                               fix="install transformers>=4.44,<5 (its TFBertModel builds the others)")
 
 

@@ -24,12 +24,11 @@ import numpy as np
 
 from tfbert.checkpoint.names import canonical_from_keras
 from tfbert.errors import BadInputError
+from tfbert.keras_bert import ACTIVATIONS, HF_MASK_BIAS
+from tfbert.keras_bert import activation as bert_activation
 from tfbert.tf import import_tensorflow
 
-# hidden_act -> tf.nn.gelu's ``approximate`` (relu is handled apart).
-_ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_fast": True, "gelu_pytorch_tanh": True}
 TASKS = ("embed", "classify", "fill_mask")
-HF_MASK_BIAS = -10000.0  # what TFBertModel adds to the attention scores of padding
 LITE_MASK_BIAS = -30.0
 
 
@@ -71,9 +70,9 @@ class EncoderGraph:
             raise BadInputError("TFLite export supports the embed and classify tasks", where="--task",
                                 actual=task, fix="export fill_mask as a SavedModel (pass --noquantize)")
         act = config.get("hidden_act", "gelu")
-        if act not in _ACTIVATIONS and act != "relu":
+        if act not in ACTIVATIONS:
             raise BadInputError("activation not supported by tfbert's export graph", where="config.json: hidden_act",
-                                expected="gelu, gelu_new or relu", actual=act,
+                                expected=", ".join(ACTIVATIONS), actual=act,
                                 fix="retrain or convert the model with one of those activations")
         positions = config.get("position_embedding_type", "absolute")
         if positions != "absolute":
@@ -139,7 +138,7 @@ class EncoderGraph:
             return centred * tf.math.rsqrt(tf.reduce_mean(centred * centred, -1, keepdims=True) + eps) * gamma + beta
 
         def activation(x):
-            return tf.nn.relu(x) if act == "relu" else tf.nn.gelu(x, approximate=_ACTIVATIONS[act])
+            return bert_activation(x, act)  # the model's own (tfbert.keras_bert)
 
         class Graph(tf.Module):
             def __init__(self):
