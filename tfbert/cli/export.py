@@ -22,7 +22,8 @@ flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask"], "What the
 flags.DEFINE_boolean("quantize", False, "Also write a TFLite model quantized with --quantization "
                      "(alone: int8).")
 flags.DEFINE_enum("quantization", "int8", ["int8", "dynamic", "fp16", "none"],
-                  "TFLite quantization: full-integer int8, dynamic-range int8, float16 weights, or fp32.")
+                  "TFLite quantization: int8 (SmoothQuant; activations quantized per row at run time, not "
+                  "full-integer), dynamic-range int8, float16 weights, or fp32.")
 flags.DEFINE_string("calibration_data", None, "Text file (one text per line) for int8 calibration "
                     "(default: tfbert's built-in sample of real sentences).")
 flags.DEFINE_string("held_out_data", None, "Text file (one text per line) the quantized model is measured and "
