@@ -14,14 +14,15 @@ from tfbert import keras_bert
 from tfbert import model as tfbert_model
 
 TOLERANCE = 1e-5
-# Hides transformers from a Python process as if it were not installed (the transformers 5 /
-# no-transformers environment): its finders answer None for it, so `import transformers` fails.
-BLOCKER = '''import sys
+# Hides the packages named in $TFBERT_TEST_HIDE from a Python process as if they were not installed
+# (transformers: the transformers 5 / no-transformers environment): the finders answer None for them.
+BLOCKER = '''import os, sys
+HIDDEN = set(os.environ["TFBERT_TEST_HIDE"].split(","))
 class _Hide:
     def __init__(self, finder):
         self.finder = finder
     def find_spec(self, name, path=None, target=None):
-        return None if name.split(".")[0] == "transformers" else self.finder.find_spec(name, path, target)
+        return None if name.split(".")[0] in HIDDEN else self.finder.find_spec(name, path, target)
     def __getattr__(self, attr):
         return getattr(self.finder, attr)
 sys.meta_path[:] = [_Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
@@ -123,7 +124,8 @@ def test_without_transformers_load_export_and_predict_run(tmp_path, embed_refere
     loads the tiny model, exports and verifies a SavedModel and predicts from it."""
     (tmp_path / "blocker").mkdir()
     (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "blocker"), os.getcwd()]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "blocker"), os.getcwd()]),
+               TFBERT_TEST_HIDE="transformers")
     texts = ["the cat sat on the red mat", "hello world", "a good movie"]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
     script = f"""
@@ -140,14 +142,37 @@ print(type(model).__module__, "transformers" in sys.modules)
                               capture_output=True, text=True, env=env, timeout=900)
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
     version = tmp_path / "out" / "tiny" / "1"
-    predicted = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={version}",
-                                f"--input={tmp_path / 'texts.txt'}", f"--output={tmp_path / 'out.jsonl'}",
-                                "--max_length=32", "--noprogress"],
-                               capture_output=True, text=True, env=env, timeout=600)
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     from tests.test_predict import hf_embeddings
 
     expected = hf_embeddings(embed_reference, tiny_safetensors, texts, max_length=32)
-    got = np.array([row["sentence_embedding"] for row in rows])
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    # Then without tf-keras either (TensorFlow's Keras 3 only): the SavedModel still serves predict.
+    keras3 = {k: v for k, v in env.items() if k != "TF_USE_LEGACY_KERAS"}
+    for hidden, run_env in (("transformers", env), ("transformers,tf_keras", dict(keras3, TFBERT_TEST_HIDE=
+                                                                                   "transformers,tf_keras"))):
+        out = tmp_path / f"{hidden}.jsonl"
+        predicted = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={version}",
+                                    f"--input={tmp_path / 'texts.txt'}", f"--output={out}",
+                                    "--max_length=32", "--noprogress"],
+                                   capture_output=True, text=True, env=run_env, timeout=600)
+        assert predicted.returncode == 0, hidden + predicted.stderr[-3000:]
+        got = np.array([json.loads(line)["sentence_embedding"] for line in out.read_text().splitlines()])
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_without_tf_keras_tensorflow_text_imports(tmp_path):
+    """TF_USE_LEGACY_KERAS=1 without tf-keras made TensorFlow's tf.keras recurse, so even `import
+    tensorflow_text` died with a RecursionError; tfbert sets it only where tf-keras is installed (a
+    missing tf-keras is then the doctor's error, from the package metadata: tests/test_diagnose.py)."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), os.getcwd()]), TFBERT_TEST_HIDE="tf_keras")
+    script = """
+from tfbert.tf import import_tensorflow
+tf = import_tensorflow()
+tf.keras.layers.Layer
+import tensorflow_text
+print(tf.keras.__version__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1].startswith("3."), done.stdout

@@ -6,6 +6,7 @@ Nothing in tfbert imports TensorFlow at module level; the stages that need it ca
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -16,15 +17,20 @@ from tfbert.errors import IncompatibleEnvironmentError
 def import_tensorflow(quiet: bool = True):
     """Import and return ``tensorflow`` with Keras 2 (tf-keras) selected.
 
-    The Hugging Face TF classes need Keras 2, which TensorFlow >= 2.16 only uses when
-    ``TF_USE_LEGACY_KERAS=1`` is set before its first import. With ``quiet`` the C++ log
-    lines TensorFlow prints while it starts (oneDNN, CUDA probing) are swallowed; if the
-    import fails they are replayed so nothing is hidden.
+    tfbert's Keras models (Hugging Face's TF classes, :mod:`tfbert.keras_bert`) need Keras 2,
+    which TensorFlow >= 2.16 only uses when ``TF_USE_LEGACY_KERAS=1`` is set before its first
+    import. It is set only where tf-keras is installed: with it set and tf-keras missing,
+    TensorFlow's ``tf.keras`` fails once and then recurses on every later use (RecursionError),
+    which breaks even ``import tensorflow_text``; unset, the SavedModel and TFLite paths still
+    run on Keras 3, and loading a Keras model says tf-keras is missing (the doctor's finding).
+    With ``quiet`` the C++ log lines TensorFlow prints while it starts (oneDNN, CUDA probing)
+    are swallowed; if the import fails they are replayed so nothing is hidden.
 
     Raises:
         IncompatibleEnvironmentError: TensorFlow is not installed (a LiteRT-only machine).
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tf_keras") is not None:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     if not quiet:
