@@ -209,6 +209,14 @@ def test_metrics_and_class_weights_match_hand_computed_values():
     assert e.accuracy == pytest.approx(0.7) and e.macro_f1 == pytest.approx(np.mean(f1))
     assert e.confusion.tolist() == [[2, 1, 1], [0, 2, 0], [1, 0, 3]]
     assert e.majority_baseline == pytest.approx(0.4)
+    assert e.learned and e.majority_label == "a"
+    # 2 points above the majority class is still "learned nothing"; 3 is not.
+    pred = np.zeros(100, dtype=np.int64)
+    assert not evaluate(np.array([0] * 70 + [1] * 30), pred, ["a", "b"]).learned  # at the baseline
+    pred[70:72] = 1
+    assert not evaluate(np.array([0] * 70 + [1] * 30), pred, ["a", "b"]).learned  # 0.72 vs 0.70
+    pred[72] = 1
+    assert evaluate(np.array([0] * 70 + [1] * 30), pred, ["a", "b"]).learned  # 0.73 vs 0.70
     assert "true \\ predicted" in e.confusion_report().to_table()
     np.testing.assert_allclose(balanced_class_weights(true, 3), [10 / 12, 10 / 6, 10 / 12])
 
@@ -303,3 +311,169 @@ def test_cli_mixed_precision_and_class_weights_end_to_end(tmp_path, trained):
     truth = np.array([label for _, label in trained["eval"]])
     out = Predictor(str(tmp_path / "out"), task="classify", max_length=16).predict(texts)
     assert (out["labels"] == truth).mean() >= 0.9
+
+
+def write_pooling_layout(directory: str, mode: str, dim: int = tiny.TINY_CONFIG["hidden_size"]) -> str:
+    """sentence-transformers' files for a Transformer → Pooling(``mode``) → Normalize pipeline,
+    written as sentence-transformers' save() lays them out."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    with open(os.path.join(directory, "modules.json"), "w") as f:
+        json.dump(modules, f)
+    os.makedirs(os.path.join(directory, "1_Pooling"), exist_ok=True)
+    flags = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+    with open(os.path.join(directory, "1_Pooling", "config.json"), "w") as f:
+        json.dump({"word_embedding_dimension": dim, **{f"pooling_mode_{k}": k == mode for k in flags}}, f)
+    return directory
+
+
+def test_pooling_is_read_from_a_sentence_transformers_layout(tmp_path, tiny_safetensors, minilm_path):
+    from tfbert.checkpoint import checkpoint_pooling, find_checkpoint
+
+    assert checkpoint_pooling(find_checkpoint(minilm_path)) == "mean"  # its 1_Pooling/config.json
+    assert checkpoint_pooling(find_checkpoint(tiny_safetensors)) == "pooler"  # plain Hugging Face BERT
+    for mode, expected in (("mean_tokens", "mean"), ("cls_token", "cls"), ("max_tokens", "max")):
+        directory = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / mode)), mode)
+        files = find_checkpoint(directory)
+        assert checkpoint_pooling(files) == expected
+        # A classifier tfbert saved records its own pooling, which wins over the layout.
+        assert checkpoint_pooling(files, {"classifier_pooling": "pooler"}) == "pooler"
+    directory = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "sqrt")),
+                                     "mean_sqrt_len_tokens")
+    with pytest.raises(errors.ConfigMismatchError) as info:
+        checkpoint_pooling(find_checkpoint(directory))
+    message = str(info.value)
+    assert "1_Pooling" in message and "mean_sqrt_len_tokens" in message and "--pooling" in message
+    assert "\n" not in message
+
+
+def _hf_pooled_logits(directory: str, texts: list[str], pooling: str) -> np.ndarray:
+    """Logits from Hugging Face's own encoder, pooled in numpy as sentence-transformers pools,
+    then the saved ``classifier`` weights: the reference for every tfbert path."""
+    import transformers
+
+    model = transformers.TFBertForSequenceClassification.from_pretrained(directory)
+    encoded = _hf_tokenize(directory, texts)
+    hidden = model.bert(**encoded, training=False).last_hidden_state.numpy()
+    mask = encoded["attention_mask"][:, :, None].astype(np.float32)
+    pooled = {"mean": (hidden * mask).sum(1) / mask.sum(1), "cls": hidden[:, 0],
+              "max": np.where(mask > 0, hidden, -1e9).max(1)}[pooling]
+    return pooled @ model.classifier.kernel.numpy() + model.classifier.bias.numpy()
+
+
+@pytest.fixture(scope="module")
+def mean_classifier(tmp_path_factory):
+    """A tiny sentence-transformers-style base (mean pooling), fine-tuned on the defaults with a frozen
+    encoder."""
+    from tfbert.finetune import finetune
+
+    root = tmp_path_factory.mktemp("pooled")
+    base = tiny.write_safetensors(str(root / "base"), tiny.reference_model("embed", seed=5), bare=True)
+    write_pooling_layout(base, "mean_tokens")
+    write_marker_data(str(root / "train.csv"), 300, seed=11)
+    eval_rows = write_marker_data(str(root / "eval.csv"), 60, seed=12)
+    result = finetune(base, str(root / "train.csv"), str(root / "eval.csv"), str(root / "out"),
+                      text_column="sentence", label_column="topic", freeze="all_but_head", max_length=16,
+                      progress=lambda line: None)
+    return {"base": base, "out": str(root / "out"), "result": result, "texts": [t for t, _ in eval_rows],
+            "root": root}
+
+
+def test_mean_pooling_is_trained_saved_and_reproduced_by_predict_and_both_exports(mean_classifier):
+    from safetensors.numpy import load_file
+
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export import export_saved_model, export_tflite
+    from tfbert.model import load
+    from tfbert.predict import Predictor
+    from tfbert.tokenizer import BertTokenizer
+
+    out, texts, result = mean_classifier["out"], mean_classifier["texts"], mean_classifier["result"]
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["classifier_pooling"] == "mean"
+    # Only the classifier trained: the pooler is unused, so frozen and stored as it was.
+    hidden, labels = tiny.TINY_CONFIG["hidden_size"], 2
+    assert result.pooling == "mean" and result.learning_rate == 3e-3
+    assert result.trainable_params == hidden * labels + labels
+    before, after = load_file(os.path.join(mean_classifier["base"], "model.safetensors")), \
+        load_file(os.path.join(out, "model.safetensors"))
+    assert np.array_equal(before["pooler.dense.weight"], after["bert.pooler.dense.weight"])
+
+    reference = tf_softmax(_hf_pooled_logits(out, texts, "mean"))
+    keras = Predictor(out, task="classify", max_length=16).predict(texts)["probabilities"]
+    np.testing.assert_allclose(keras, reference, atol=1e-5)
+
+    files = find_checkpoint(out)
+    model = load(out, "classify", require_head=True)
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    exports = str(mean_classifier["root"] / "exports")
+    saved = export_saved_model(model, tokenizer, task="classify", vocab_file=files.vocab, output_dir=exports,
+                               name="clf", version=1, max_seq_length=16, texts=texts[:8])
+    lite = export_tflite(model, tokenizer, task="classify", quantization="none", output_dir=exports, name="clf",
+                         version=1, max_seq_length=16, calibration_texts=texts, held_out_texts=texts[:16],
+                         speed_vs_fp32=False)
+    for path in (saved.path, lite.path):  # TensorFlow's SavedModel loader; LiteRT without TensorFlow
+        got = Predictor(path, task="classify", max_length=16, vocab_path=files.vocab,
+                        tokenizer_config=files.tokenizer_config).predict(texts)
+        np.testing.assert_allclose(got["probabilities"], reference, atol=1e-4, err_msg=path)
+        assert list(got["labels"]) == [["cat", "dog"][i] for i in reference.argmax(-1)]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "max"])
+def test_cls_and_max_pooling_match_sentence_transformers_in_keras_and_the_export_graph(tmp_path, pooling):
+    from tfbert.export.graph import EncoderGraph, model_weights
+    from tfbert.model import load, task_outputs
+
+    reference_model = tiny.reference_model("classify", seed=6, config={"id2label": {0: "a", 1: "b"}})
+    directory = tiny.write_safetensors(str(tmp_path / "clf"), reference_model)
+    texts = ["the cat sat on the mat", "a dog", "red blue green and the bird flew"]
+    expected = _hf_pooled_logits(directory, texts, pooling)
+    model = load(directory, "classify", require_head=True, pooling=pooling)
+    inputs = _hf_tokenize(directory, texts)
+    np.testing.assert_allclose(task_outputs(model, "classify")(inputs)["logits"].numpy(), expected, atol=1e-5)
+    graph = EncoderGraph(model_weights(model), model.config.to_dict(), "classify").module()
+    got = graph(inputs["input_ids"].astype(np.int32), inputs["attention_mask"].astype(np.int32))["logits"]
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_learning_rate_follows_what_trains_and_help_states_it():
+    from tfbert.finetune.train import default_learning_rate, parse_freeze
+
+    assert default_learning_rate(parse_freeze("all_but_head", 6), 6) == 3e-3
+    assert default_learning_rate(parse_freeze("embeddings,encoder", 6), 6) == 3e-3
+    assert default_learning_rate(parse_freeze("embeddings,encoder:0-3", 6), 6) == 5e-5
+    assert default_learning_rate(parse_freeze(None, 6), 6) == 5e-5
+    # all_but_head leaves the head trainable, and with --pooling=pooler the pooler is part of it.
+    assert parse_freeze("all_but_head", 6).pooler is False
+    run = subprocess.run([sys.executable, "-m", "tfbert.finetune", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    text = " ".join(run.stdout.split())  # absl wraps the help lines
+    assert "Default: 3e-3 when only the head trains" in text and "5e-5 when any encoder layer" in text
+    assert "--pooling" in text and "--allow_no_learning" in text
+
+
+def test_random_labels_exit_3_with_one_line_and_pass_with_allow_no_learning(tmp_path, tiny_safetensors):
+    rng = random.Random(21)
+    for name, n in (("train", 120), ("eval", 100)):
+        with open(tmp_path / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            # Labels drawn independently of the text, 4 to 1: nothing to learn but the prior.
+            writer.writerows((" ".join(rng.choices(FILLER, k=6)), rng.choice("aaaab")) for _ in range(n))
+    command = [sys.executable, "-m", "tfbert.finetune", f"--model={tiny_safetensors}",
+               f"--train={tmp_path / 'train.csv'}", f"--eval={tmp_path / 'eval.csv'}", "--freeze=all_but_head",
+               "--epochs=1", "--max_length=16"]
+    refused = subprocess.run([*command, f"--output_dir={tmp_path / 'refused'}"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 3, refused.stderr[-2000:]
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("tfbert:")]
+    assert len(lines) == 1 and "learned nothing" in lines[0] and "--allow_no_learning" in lines[0], lines
+    assert "Traceback" not in refused.stderr
+    # The checkpoint is saved all the same, its report saying so.
+    with open(tmp_path / "refused" / "eval_report.json") as f:
+        assert json.load(f)["summary"]["learned"] is False
+    accepted = subprocess.run([*command, f"--output_dir={tmp_path / 'accepted'}", "--allow_no_learning"],
+                              capture_output=True, text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "WARNING: --eval=" in accepted.stderr and "learned nothing" in accepted.stderr

@@ -3,7 +3,7 @@
 Every error a user can meet is a :class:`TfbertError`. Each carries the thing that is
 wrong (``where``: a file, field or value), what was expected and what was found, and the
 ``fix``; ``str(error)`` renders all of it on one line, which is what the CLIs print
-before exiting with code 2.
+before exiting with the error's ``exit_code``: 2, except :class:`NoLearningError` (3).
 """
 
 from __future__ import annotations
@@ -97,3 +97,13 @@ class RuntimeSetupError(TfbertError):
 
 class ExportError(TfbertError):
     """An export failed verification or its accuracy gate; nothing was published."""
+
+
+class NoLearningError(TfbertError):
+    """Fine-tuning ran, but the classifier scores no more than 2 points above always predicting the
+    most frequent class. The checkpoint was still saved (``result`` holds the
+    :class:`tfbert.finetune.FinetuneResult`); CLIs exit with code 3, so a script can tell this
+    apart from a refused run (2, nothing written)."""
+
+    exit_code = 3
+    result: object = None

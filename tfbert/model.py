@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from tfbert.checkpoint.names import canonical_from_keras, head_tensors
+from tfbert.checkpoint.pooling import CONFIG_FIELD, check_pooling, checkpoint_pooling
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose import diagnose
 from tfbert.errors import ConfigMismatchError
@@ -144,7 +145,7 @@ def assign_weights(model, source: WeightSource, skip: tuple[str, ...] = ()) -> l
 def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_size: int = 32,
          seq_length: int | None = None, dtype: str = "float32", allow_pickle: bool = False,
          scan_values: bool = True, check_memory: bool = True, require_head: bool = False,
-         labels: list[str] | None = None):
+         labels: list[str] | None = None, pooling: str | None = None):
     """Diagnose, then build and fill the Hugging Face TF model for ``task``.
 
     Args:
@@ -187,6 +188,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
             skip = head_tensors(task)
         config = {k: v for k, v in config.items() if k not in ("num_labels", "label2id")}
         config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    if task == "classify":
+        config = dict(config, **{CONFIG_FIELD: check_pooling(pooling) if pooling is not None
+                                 else checkpoint_pooling(diagnosis.files, config)})
     with diagnosis:
         keras_model = build_model(config, task, initialize=False)
         fresh = assign_weights(keras_model, diagnosis.source, skip)
@@ -208,13 +212,45 @@ def mean_pool(hidden, attention_mask, normalize: bool = True):
     return tf.math.l2_normalize(pooled, axis=-1) if normalize else pooled
 
 
+def sentence_pool(hidden, attention_mask, pooling: str):
+    """sentence-transformers' pooling of the token states over real (mask = 1) tokens, not normalised.
+
+    ``mean``: their average; ``cls``: the first token's state; ``max``: the per-channel maximum
+    (padding set to -1e9 first, as sentence-transformers does).
+    """
+    tf = import_tensorflow()
+    if pooling == "mean":
+        return mean_pool(hidden, attention_mask, normalize=False)
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = tf.cast(attention_mask, hidden.dtype)[:, :, None]
+    return tf.reduce_max(hidden * mask + (mask - 1) * tf.cast(1e9, hidden.dtype), axis=1)
+
+
+def classifier_logits(model, inputs, training: bool = False):
+    """Logits of a ``TFBertForSequenceClassification`` with the pooling in its config.
+
+    ``pooler`` (also when ``classifier_pooling`` is absent) is Hugging Face's own forward; the
+    other poolings feed the sentence-transformers pooled token states to the same dropout and
+    ``classifier`` layer, so the head's weights keep Hugging Face's names.
+    """
+    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
+    pooling = getattr(model.config, CONFIG_FIELD, "pooler")
+    if pooling == "pooler":
+        return model(**kwargs, training=training).logits
+    hidden = model.bert(**kwargs, training=training).last_hidden_state
+    pooled = sentence_pool(hidden, inputs["attention_mask"], pooling)
+    return model.classifier(model.dropout(pooled, training=training))
+
+
 def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
     """A function ``inputs dict -> outputs dict`` of numeric tensors for ``task``.
 
     Outputs:
         embed: ``sentence_embedding`` [batch, hidden] (mean or CLS pooled, L2-normalised) and
             ``token_embeddings`` [batch, seq, hidden].
-        classify: ``logits`` and ``probabilities`` [batch, labels], ``label_ids`` [batch].
+        classify: ``logits`` and ``probabilities`` [batch, labels], ``label_ids`` [batch]; the
+            head reads the pooling of the model's config (:func:`classifier_logits`), not ``pooling``.
         fill_mask: ``top_k_ids`` and ``top_k_probabilities`` [batch, seq, k] for every position.
 
     The same function backs the Keras backends, the SavedModel signatures and the TFLite
@@ -225,6 +261,10 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
         raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
 
     def run(inputs):
+        if task == "classify":
+            logits = classifier_logits(model, inputs)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1),
+                    "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
         kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
         out = model(**kwargs, training=False)
         if task == "embed":
@@ -234,10 +274,6 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
             else:
                 sentence = tf.math.l2_normalize(hidden[:, 0], axis=-1)
             return {"sentence_embedding": sentence, "token_embeddings": hidden}
-        if task == "classify":
-            logits = out.logits
-            return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1),
-                    "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
         probs = tf.nn.softmax(out.logits, axis=-1)
         top = tf.math.top_k(probs, k=top_k)
         return {"top_k_ids": top.indices, "top_k_probabilities": top.values}

@@ -15,6 +15,7 @@ import numpy as np
 
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.checkpoint.names import canonical_from_keras
+from tfbert.checkpoint.pooling import CONFIG_FIELD
 
 # Tokenizer files copied from the source checkpoint when it has them.
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
@@ -43,6 +44,11 @@ def write_checkpoint(model, directory: str | os.PathLike, *, task: str, labels: 
             temporary sibling and rename it once verified.
         task: ``embed``, ``classify`` or ``fill_mask`` (sets ``architectures`` in config.json).
         labels: class names in id order, saved as ``id2label`` / ``label2id`` (classify).
+            A classifier's pooling (the model config's ``classifier_pooling``, else ``pooler``)
+            is saved under that name. Hugging Face's ``from_pretrained`` reads the directory,
+            but its ``BertForSequenceClassification`` always runs the pooler: with ``mean``,
+            ``cls`` or ``max`` pooling only tfbert (load, predict, the exports) reproduces
+            the logits.
         config: the config to save (e.g. the base checkpoint's, which keeps its own fields);
             default: the model's full ``config.to_dict()``.
         tokenizer_dir: a directory whose vocab.txt and tokenizer files are copied alongside.
@@ -58,6 +64,8 @@ def write_checkpoint(model, directory: str | os.PathLike, *, task: str, labels: 
     os.makedirs(directory, exist_ok=True)
     config = dict(config) if config is not None else model.config.to_dict()
     config["architectures"] = [ARCHITECTURES[task]]
+    if task == "classify":
+        config[CONFIG_FIELD] = getattr(model.config, CONFIG_FIELD, "pooler")
     if labels is not None:
         config["id2label"] = {str(i): name for i, name in enumerate(labels)}
         config["label2id"] = {name: i for i, name in enumerate(labels)}

@@ -39,7 +39,8 @@ def progress_writer(command: str) -> Callable[[str], None]:
 def run(main: Callable[[list[str]], int | None], command: str) -> None:
     """Run ``main`` as the absl app ``python -m tfbert.<command>``.
 
-    A :class:`TfbertError` becomes one line on stderr and exit 2; with ``--verbose`` the
+    A :class:`TfbertError` becomes one line on stderr and its ``exit_code`` (2; 3 for
+    :class:`tfbert.errors.NoLearningError`); with ``--verbose`` the
     traceback is printed too. Unexpected exceptions and positional arguments are reported the
     same way (one line, exit 2), so a user never sees a bare traceback by default.
     """
@@ -55,7 +56,7 @@ def run(main: Callable[[list[str]], int | None], command: str) -> None:
         try:
             return main(argv)
         except TfbertError as e:
-            return _fail(f"error: {e}")
+            return _fail(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
             return _fail("interrupted")
         except Exception as e:
@@ -66,11 +67,11 @@ def run(main: Callable[[list[str]], int | None], command: str) -> None:
     app.run(wrapped, flags_parser=_parse)
 
 
-def _fail(line: str) -> int:
+def _fail(line: str, code: int = 2) -> int:
     if FLAGS.verbose:
         traceback.print_exc()
     sys.stderr.write(f"tfbert: {line}\n")
-    return 2
+    return code
 
 
 def quiet_tensorflow() -> None:

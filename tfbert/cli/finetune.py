@@ -1,7 +1,12 @@
 """``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier.
 
-Writes a tfbert checkpoint directory (config.json with the label names, model.safetensors,
-vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and predict accept.
+Writes a tfbert checkpoint directory (config.json with the label names and the pooling,
+model.safetensors, vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and
+predict accept.
+
+Exit codes: 0 done; 2 refused or failed, nothing written; 3 trained and saved, but the classifier
+learned nothing (eval accuracy at most 2 points above the majority class) and
+--allow_no_learning was not given.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ flags.DEFINE_string("eval", None, "Eval data, same format (early stopping and th
 flags.DEFINE_string("text_column", "text", "CSV/TSV header or JSONL key of the text.")
 flags.DEFINE_string("label_column", "label", "CSV/TSV header or JSONL key of the label (any strings).")
 flags.DEFINE_string("freeze", None, "What not to train: comma-separated embeddings, encoder, encoder:A-B "
-                    "(0-based, inclusive), pooler; or all_but_head. Default: train everything.")
+                    "(0-based, inclusive), pooler; or all_but_head (embeddings and encoder: only the head trains, "
+                    "i.e. the classifier, plus the pooler with --pooling=pooler). Default: train everything.")
+flags.DEFINE_enum("pooling", None, ["mean", "cls", "max", "pooler"], "What the classifier reads: the mean, [CLS] or "
+                  "max of the token states, or BERT's pooler ([CLS] -> dense -> tanh). Default: the checkpoint's "
+                  "(sentence-transformers' 1_Pooling/config.json, e.g. mean for the embedded MiniLM; else pooler). "
+                  "Saved in config.json (classifier_pooling); export and predict follow it.")
 flags.DEFINE_integer("epochs", 3, "Most epochs to run.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Texts per training step.", lower_bound=1)
 flags.DEFINE_integer("max_length", 128, "Truncation length in tokens.", lower_bound=3)
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (AdamW).", lower_bound=0)
+flags.DEFINE_float("learning_rate", None, "Peak learning rate (AdamW). Default: 3e-3 when only the head trains "
+                   "(--freeze=all_but_head or embeddings,encoder), 5e-5 when any encoder layer or the embeddings "
+                   "train.", lower_bound=0)
 flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on biases and LayerNorm).", lower_bound=0)
 flags.DEFINE_float("warmup_ratio", 0.1, "Share of the steps the learning rate warms up over, then decays linearly "
                    "to 0.", lower_bound=0, upper_bound=0.99)
@@ -33,13 +45,16 @@ flags.DEFINE_boolean("class_weights", False, "Weigh classes inversely to their f
 flags.DEFINE_integer("seed", 0, "Seed of the head's initialisation, dropout and shuffling.")
 flags.DEFINE_string("output_dir", None, "Where the fine-tuned checkpoint directory goes.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.")
+flags.DEFINE_boolean("allow_no_learning", False, "Exit 0 with a warning when the classifier learned nothing (eval "
+                     "accuracy at most 2 points above always predicting the most frequent label). Without it that "
+                     "exits 3, after saving the checkpoint and printing the eval report.")
 
 
 _progress = common.progress_writer("finetune")
 
 
 def main(argv: list[str]) -> int:
-    from tfbert.errors import BadInputError
+    from tfbert.errors import BadInputError, NoLearningError
 
     for name in ("train", "eval", "output_dir"):
         if not getattr(FLAGS, name):
@@ -48,13 +63,23 @@ def main(argv: list[str]) -> int:
     common.quiet_tensorflow()
     from tfbert.finetune import finetune
 
-    result = finetune(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, text_column=FLAGS.text_column,
-                      label_column=FLAGS.label_column, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
-                      batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, learning_rate=FLAGS.learning_rate,
-                      weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio,
-                      mixed_precision=FLAGS.mixed_precision, early_stopping_patience=FLAGS.early_stopping_patience,
-                      class_weights=FLAGS.class_weights, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
-                      progress=_progress)
+    try:
+        result = finetune(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, text_column=FLAGS.text_column,
+                          label_column=FLAGS.label_column, freeze=FLAGS.freeze, pooling=FLAGS.pooling,
+                          epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
+                          learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
+                          warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
+                          early_stopping_patience=FLAGS.early_stopping_patience, class_weights=FLAGS.class_weights,
+                          seed=FLAGS.seed, overwrite=FLAGS.overwrite, allow_no_learning=FLAGS.allow_no_learning,
+                          progress=_progress)
+    except NoLearningError as e:
+        _print_result(e.result)
+        raise
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
     e = result.evaluation
     print(e.report().to_table())
     print(e.confusion_report().to_table())
@@ -62,7 +87,6 @@ def main(argv: list[str]) -> int:
           f"{result.train.examples_per_second:.1f} examples/s, best epoch {result.train.best_epoch} of "
           f"{result.train.epochs_run}")
     print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
-    return 0
 
 
 def run() -> None:

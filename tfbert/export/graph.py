@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfbert.checkpoint.names import canonical_from_keras
+from tfbert.checkpoint.pooling import CONFIG_FIELD
 from tfbert.errors import BadInputError
 from tfbert.keras_bert import ACTIVATIONS, HF_MASK_BIAS
 from tfbert.keras_bert import activation as bert_activation
@@ -58,6 +59,7 @@ class EncoderGraph:
         embed: ``sentence_embedding`` [batch, hidden] (mean-pooled, L2-normalised);
             serving adds ``token_embeddings`` [batch, seq, hidden].
         classify: ``logits``, ``probabilities`` [batch, labels]; serving adds ``label_ids``.
+            The head reads the pooling in ``config["classifier_pooling"]`` (default ``pooler``).
         fill_mask: ``top_k_ids``, ``top_k_probabilities`` [batch, seq, top_k].
 
     Raises:
@@ -130,6 +132,7 @@ class EncoderGraph:
         positions = w["bert.embeddings.position_embeddings.weight"] + (0 if serving else type0)
         layers = [self._layer(i) for i in range(self.layers)]
         smooth, task, act = self.smooth, self.task, self.act
+        pooling = self.config.get(CONFIG_FIELD, "pooler")
         mask_value = HF_MASK_BIAS if serving else LITE_MASK_BIAS
 
         def norm(x, gamma, beta):
@@ -209,8 +212,18 @@ class EncoderGraph:
                     if serving:
                         out["token_embeddings"] = states
                 elif task == "classify":
-                    pooled = tf.tanh(tf.matmul(states[:, 0], const(w["bert.pooler.dense.weight"].T))
-                                     + const(w["bert.pooler.dense.bias"]))
+                    # The pooling the classifier was trained with (tfbert.model.classifier_logits).
+                    if pooling == "pooler":
+                        pooled = tf.tanh(tf.matmul(states[:, 0], const(w["bert.pooler.dense.weight"].T))
+                                         + const(w["bert.pooler.dense.bias"]))
+                    elif pooling == "cls":
+                        pooled = states[:, 0]
+                    elif pooling == "mean":
+                        summed = tf.reduce_sum(states * tf.expand_dims(mask, -1), 1)
+                        pooled = summed / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0)
+                    else:  # max, padding at -1e9 as sentence-transformers sets it
+                        pooled = tf.reduce_max(states * tf.expand_dims(mask, -1)
+                                               + tf.expand_dims(mask - 1.0, -1) * 1e9, 1)
                     logits = tf.matmul(pooled, const(w["classifier.weight"].T)) + const(w["classifier.bias"])
                     out = {"logits": logits, "probabilities": tf.nn.softmax(logits, -1)}
                     if serving:

@@ -11,6 +11,10 @@ from tfbert.report import Report
 
 log = logging.getLogger("tfbert")
 
+# A classifier within this many accuracy points of always predicting the most frequent class
+# (or below it) has not learned the task.
+NO_LEARNING_MARGIN = 0.02
+
 
 @dataclasses.dataclass
 class Evaluation:
@@ -37,6 +41,23 @@ class Evaluation:
         """Accuracy of always predicting the most frequent true class."""
         return float(self.confusion.sum(axis=1).max() / max(self.examples, 1))
 
+    @property
+    def majority_label(self) -> str:
+        """The most frequent true class."""
+        return self.labels[int(self.confusion.sum(axis=1).argmax())]
+
+    @property
+    def learned(self) -> bool:
+        """Accuracy more than :data:`NO_LEARNING_MARGIN` above :attr:`majority_baseline` (in counts,
+        so 2 points exactly is not enough).
+
+        Example:
+            >>> evaluate(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]), ["a", "b"]).learned
+            False
+        """
+        correct, majority = int(np.trace(self.confusion)), int(self.confusion.sum(axis=1).max())
+        return correct - majority > NO_LEARNING_MARGIN * self.examples
+
     def per_class(self) -> list[dict]:
         """Precision, recall, F1 and support per class (0 where undefined)."""
         rows = []
@@ -59,7 +80,7 @@ class Evaluation:
         """Per-class rows with accuracy, macro-F1 and the majority-class baseline as summary."""
         return Report(title, ["label", "precision", "recall", "f1", "support"], self.per_class(),
                       {"examples": self.examples, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
-                       "majority_baseline": self.majority_baseline})
+                       "majority_baseline": self.majority_baseline, "learned": self.learned})
 
     def confusion_report(self) -> Report:
         """The confusion matrix as a table: one row per true label, one column per predicted label."""

@@ -17,9 +17,10 @@ from collections.abc import Callable
 import numpy as np
 
 from tfbert.checkpoint import find_checkpoint
+from tfbert.checkpoint.pooling import check_pooling, checkpoint_pooling
 from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
-from tfbert.errors import BadInputError, ExportError, RuntimeSetupError
+from tfbert.errors import BadInputError, ExportError, NoLearningError, RuntimeSetupError
 from tfbert.finetune.data import (
     balanced_class_weights,
     encode_labels,
@@ -27,8 +28,17 @@ from tfbert.finetune.data import (
     labelled_dataset,
     read_labelled,
 )
-from tfbert.finetune.evaluate import Evaluation, evaluate, plot_confusion, predict_ids
-from tfbert.finetune.train import TrainResult, apply_freeze, classifier, fit, parameter_counts, parse_freeze
+from tfbert.finetune.evaluate import NO_LEARNING_MARGIN, Evaluation, evaluate, plot_confusion, predict_ids
+from tfbert.finetune.train import (
+    FreezePlan,
+    TrainResult,
+    apply_freeze,
+    classifier,
+    default_learning_rate,
+    fit,
+    parameter_counts,
+    parse_freeze,
+)
 from tfbert.report import ERROR
 
 # Below this max |logit| difference the reloaded checkpoint reproduces the trained model.
@@ -41,6 +51,8 @@ class FinetuneResult:
 
     output_dir: str
     labels: list[str]
+    pooling: str
+    learning_rate: float
     frozen: str
     trainable_params: int
     total_params: int
@@ -49,6 +61,11 @@ class FinetuneResult:
     train: TrainResult
     evaluation: Evaluation
     files: list[str]
+
+    @property
+    def learned(self) -> bool:
+        """Whether the classifier beats always predicting the most frequent class by more than 2 points."""
+        return self.evaluation.learned
 
 
 def bf16_capable_cpu(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -125,10 +142,11 @@ def _publish(tmp: str, output_dir: str, overwrite: bool) -> None:
 
 def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, output_dir: str, *,
              text_column: str = "text", label_column: str = "label", freeze: str | None = None,
-             epochs: int = 3, batch_size: int = 16, max_length: int = 128, learning_rate: float = 5e-5,
-             weight_decay: float = 0.01, warmup_ratio: float = 0.1, mixed_precision: bool = False,
-             early_stopping_patience: int = 2, class_weights: bool = False, seed: int = 0,
-             overwrite: bool = False, progress: Callable[[str], None] | None = None) -> FinetuneResult:
+             pooling: str | None = None, epochs: int = 3, batch_size: int = 16, max_length: int = 128,
+             learning_rate: float | None = None, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+             mixed_precision: bool = False, early_stopping_patience: int = 2, class_weights: bool = False,
+             seed: int = 0, overwrite: bool = False, allow_no_learning: bool = False,
+             progress: Callable[[str], None] | None = None) -> FinetuneResult:
     """Fine-tune a BERT checkpoint as a text classifier and save it as a tfbert checkpoint directory.
 
     Args:
@@ -137,13 +155,20 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
         output_dir: where the checkpoint goes (refused if it exists, unless ``overwrite``).
         text_column, label_column: the fields holding text and label.
         freeze: what to freeze (see :func:`tfbert.finetune.train.parse_freeze`).
+        pooling: what the classifier reads: ``mean``, ``cls`` or ``max`` over the token states,
+            or ``pooler``; default: the checkpoint's (sentence-transformers' ``1_Pooling``,
+            else the pooler; see :func:`tfbert.checkpoint.pooling.checkpoint_pooling`). Saved in
+            config.json as ``classifier_pooling``.
         epochs, batch_size, max_length: the training run.
-        learning_rate, weight_decay, warmup_ratio: AdamW with linear warmup then linear decay.
+        learning_rate: AdamW's peak rate; default 3e-3 when only the head trains, else 5e-5
+            (:func:`tfbert.finetune.train.default_learning_rate`).
+        weight_decay, warmup_ratio: AdamW with linear warmup then linear decay.
         mixed_precision: mixed_float16 on a GPU, mixed_bfloat16 on a bfloat16 CPU, else refused.
         early_stopping_patience: epochs without a lower eval loss before stopping (0: never).
         class_weights: weigh each class inversely to its frequency in the training data.
         seed: seeds the head's initialisation, dropout and shuffling.
         overwrite: replace an existing ``output_dir``.
+        allow_no_learning: accept a classifier that did not learn (see Raises) with a warning.
         progress: called with progress lines (default: stderr).
 
     Returns:
@@ -154,6 +179,10 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     Raises:
         TfbertError: bad data or flags, a damaged checkpoint, not enough memory (before any
             model is built), or a saved checkpoint that does not reproduce the model.
+        NoLearningError: the eval accuracy is at most 2 points above the majority class
+            (:attr:`tfbert.finetune.Evaluation.learned`) and ``allow_no_learning`` is False. The
+            checkpoint is saved all the same (its eval report says ``learned: false``) and the
+            error's ``result`` is the :class:`FinetuneResult`.
 
     Example:
         >>> result = finetune(None, "train.csv", "eval.csv", "out/clf", freeze="embeddings,encoder")  # doctest: +SKIP
@@ -185,6 +214,11 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     train_ids, eval_ids = encode_labels(train, labels), encode_labels(held_out, labels)
     num_layers = config["num_hidden_layers"]
     plan = parse_freeze(freeze, num_layers)
+    pooling = check_pooling(pooling) if pooling is not None else checkpoint_pooling(files, config)
+    if learning_rate is None:
+        learning_rate = default_learning_rate(plan, num_layers)
+    if not learning_rate > 0:
+        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate, fix="e.g. 5e-5")
 
     from tfbert.diagnose.memory import available_gpu_memory
 
@@ -205,12 +239,14 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     import tf_keras
 
     tf_keras.utils.set_random_seed(seed)
-    bert = load(files.root, "classify", batch_size=batch_size, seq_length=max_length, labels=labels)
+    bert = load(files.root, "classify", batch_size=batch_size, seq_length=max_length, labels=labels,
+                pooling=pooling)
     apply_freeze(bert, plan)
     keras_model = classifier(bert)
     trainable, total = parameter_counts(bert)
-    write(f"frozen: {plan.describe(num_layers)}; trainable parameters {trainable:,} of {total:,} "
-          f"({100 * trainable / total:.1f}%); precision {policy}")
+    frozen = plan.describe(num_layers) + ("" if pooling == "pooler" or plan.pooler else ", pooler (unused)")
+    write(f"pooling {pooling}; frozen: {frozen}; trainable parameters {trainable:,} of {total:,} "
+          f"({100 * trainable / total:.1f}%); learning rate {learning_rate:g}; precision {policy}")
 
     tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
     weights = balanced_class_weights(train_ids, len(labels)) if class_weights else None
@@ -237,8 +273,39 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
         _publish(tmp, output_dir, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return FinetuneResult(os.path.abspath(output_dir), labels, plan.describe(num_layers), trainable, total, policy,
-                          findings[0].message, result, evaluation, saved)
+    outcome = FinetuneResult(os.path.abspath(output_dir), labels, pooling, learning_rate, frozen, trainable, total,
+                             policy, findings[0].message, result, evaluation, saved)
+    if not evaluation.learned:
+        error = no_learning_error(outcome, plan, num_layers, eval_file, class_weights)
+        if not allow_no_learning:
+            error.result = outcome
+            raise error
+        write(f"WARNING: {error.render()}")
+    return outcome
+
+
+def no_learning_error(result: FinetuneResult, plan: FreezePlan, num_layers: int, eval_file: str,
+                      class_weights: bool) -> NoLearningError:
+    """The one line saying the classifier learned nothing, and what to try for this run."""
+    e = result.evaluation
+    tries = []
+    if plan.head_only(num_layers):
+        tries += [f"a higher --learning_rate (this run: {result.learning_rate:g})",
+                  f"training the top encoder layers too (--freeze=embeddings,encoder:0-{max(num_layers - 3, 0)})"]
+    else:
+        tries.append(f"a lower --learning_rate (this run: {result.learning_rate:g})")
+    if result.pooling == "pooler" and plan.pooler:
+        tries.append("--pooling=mean, or not freezing the pooler")
+    if not class_weights:
+        tries.append("--class_weights if the labels are imbalanced")
+    tries.append("more --epochs or more training data")
+    return NoLearningError(
+        f"the classifier learned nothing: within {100 * NO_LEARNING_MARGIN:g} points of always predicting "
+        f"'{e.majority_label}' (majority baseline {e.majority_baseline:.4f}, macro-F1 {e.macro_f1:.4f})",
+        where=f"--eval={eval_file}",
+        expected=f"accuracy > {e.majority_baseline + NO_LEARNING_MARGIN:.4f}", actual=f"{e.accuracy:.4f}",
+        fix=f"try {'; '.join(tries)}. The checkpoint was saved anyway to {result.output_dir}; "
+            "pass --allow_no_learning to accept it")
 
 
 def _save(bert, directory: str, base: str, config: dict, labels: list[str], evaluation: Evaluation,

@@ -15,11 +15,21 @@ import sys
 import time
 from collections.abc import Callable
 
+from tfbert.checkpoint.pooling import CONFIG_FIELD
 from tfbert.errors import BadInputError
 from tfbert.tf import import_tensorflow
 
 # Parameters kept out of weight decay (as in BERT's original optimizer).
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
+
+
+# Default peak learning rates (AdamW) by what trains. The whole model (or any encoder layer or the
+# embeddings): BERT's usual fine-tuning rate. The head alone (the classifier, plus the pooler with
+# --pooling=pooler) on a frozen encoder: a linear layer on fixed features, which at 5e-5 barely
+# moves in 3 epochs (the question/statement task of scripts/question_task.py stays at the
+# majority class); 3e-3 reached logistic regression's figure there.
+ENCODER_LEARNING_RATE = 5e-5
+HEAD_LEARNING_RATE = 3e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,10 @@ class FreezePlan:
     @property
     def frozen_anything(self) -> bool:
         return self.embeddings or bool(self.layers) or self.pooler
+
+    def head_only(self, num_layers: int) -> bool:
+        """Whether nothing below the pooling trains (the embeddings and every encoder layer are frozen)."""
+        return self.embeddings and len(self.layers) == num_layers
 
     def lowest_trainable_layer(self, num_layers: int) -> int:
         """Index of the lowest encoder layer that trains (``num_layers`` when none does)."""
@@ -60,9 +74,25 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(out)
 
 
+def default_learning_rate(plan: FreezePlan, num_layers: int) -> float:
+    """:data:`HEAD_LEARNING_RATE` when only the head trains, else :data:`ENCODER_LEARNING_RATE`.
+
+    Example:
+        >>> default_learning_rate(parse_freeze("all_but_head", 6), 6)
+        0.003
+    """
+    return HEAD_LEARNING_RATE if plan.head_only(num_layers) else ENCODER_LEARNING_RATE
+
+
 def parse_freeze(spec: str | None, num_layers: int) -> FreezePlan:
     """Parse ``--freeze``: comma-separated ``embeddings``, ``encoder`` (all layers),
     ``encoder:A-B`` / ``encoder:N`` (layers, 0-based, inclusive), ``pooler``, or ``all_but_head``.
+
+    ``all_but_head`` freezes the embeddings and the encoder. The head is what turns token states
+    into logits: the classifier, and with ``pooler`` pooling the pooler too (trained for
+    next-sentence prediction, not for the task: frozen, it left the classifier at the majority
+    class). With ``mean``/``cls``/``max`` pooling the pooler is not used, and
+    :func:`apply_freeze` always freezes it.
 
     Example:
         >>> parse_freeze("embeddings,encoder:0-3", 6)
@@ -73,7 +103,7 @@ def parse_freeze(spec: str | None, num_layers: int) -> FreezePlan:
         if not part:
             continue
         if part == "all_but_head":
-            return FreezePlan(True, frozenset(range(num_layers)), True)
+            return FreezePlan(True, frozenset(range(num_layers)), False)
         if part == "embeddings":
             plan = dataclasses.replace(plan, embeddings=True)
         elif part == "pooler":
@@ -99,11 +129,14 @@ def apply_freeze(model, plan: FreezePlan) -> None:
 
     A frozen sublayer also runs in inference mode, as Keras' transfer-learning guide has a frozen
     base do: its dropout is switched off, so it computes the features the exported model will.
+    The pooler is frozen too when the classifier does not read it (``classifier_pooling`` other
+    than ``pooler``): it gets no gradient, so it is not counted as trained.
     """
     bert = model.bert
     frozen = [bert.embeddings] if plan.embeddings else []
     frozen += [layer for n, layer in enumerate(bert.encoder.layer) if n in plan.layers]
-    if plan.pooler and getattr(bert, "pooler", None) is not None:
+    unused_pooler = getattr(model.config, CONFIG_FIELD, "pooler") != "pooler"
+    if (plan.pooler or unused_pooler) and getattr(bert, "pooler", None) is not None:
         frozen.append(bert.pooler)
     for sublayer in frozen:
         sublayer.trainable = False
@@ -157,10 +190,12 @@ def _tf_keras():
 
 
 def classifier(model):
-    """A Keras model around a ``TFBertForSequenceClassification`` that returns float32 logits and
-    whose training step differentiates only the trainable variables."""
+    """A Keras model around a ``TFBertForSequenceClassification`` that returns float32 logits (with
+    the pooling of its config, :func:`tfbert.model.classifier_logits`) and whose training step
+    differentiates only the trainable variables."""
     tf = import_tensorflow()
     tf_keras = _tf_keras()
+    from tfbert.model import classifier_logits
 
     class Classifier(tf_keras.Model):
         def __init__(self, bert_model) -> None:
@@ -168,9 +203,7 @@ def classifier(model):
             self.bert_model = bert_model
 
         def call(self, inputs, training=False):
-            out = self.bert_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                  token_type_ids=inputs["token_type_ids"], training=training)
-            return tf.cast(out.logits, tf.float32)
+            return tf.cast(classifier_logits(self.bert_model, inputs, training=training), tf.float32)
 
         def train_step(self, data):
             x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
