@@ -7,7 +7,6 @@ C API (tfbert.deploy.serving.ServerProcess), never through TensorFlow's Python l
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +60,8 @@ def _hf_logits(reference, directory, texts):
 def test_cpp_loader_replays_warmup_and_runs_signatures_like_hugging_face(classifier, exported):
     """The version as TF Serving loads it (C++ loader, tensorflow-text via TF_LoadLibrary): every warmup
     record and a request per signature give Hugging Face's logits and labels."""
-    from tfbert.deploy.serving import ServerProcess, warmup_inputs
+    from tfbert.deploy.serving import ServerProcess
+    from tfbert.deploy.warmup import warmup_inputs
 
     reference, directory = classifier
     assert exported.warmup_requests == 4 and exported.warmup_max_abs_diff <= 1e-5  # checked during the export
@@ -93,7 +93,7 @@ def test_op_audit_names_every_op_and_the_oldest_tf_serving(exported):
 def test_op_audit_min_version_follows_tf_serving_releases():
     """TF Serving's bundled tensorflow-text: FastWordpiece since 2.10, FastBertNormalize since 2.12, the
     FastWordpiece fixes of TF Text 2.19 since 2.20 (tensorflow/serving#2064, workspace.bzl)."""
-    from tfbert.deploy.serving import audit_ops
+    from tfbert.deploy.ops import audit_ops
 
     core = {"MatMul", "Const"}
     text = {"FastBertNormalize": "fast_bert_normalizer", "WhitespaceTokenizeWithOffsets": "whitespace_tokenizer",
@@ -168,7 +168,8 @@ def _append_warmup_record(path, signature):
 
 def test_warmup_record_for_a_missing_signature_is_one_line(exported, tmp_path):
     """TF Serving fails to load a version whose warmup names a signature it lacks; so does the replay."""
-    from tfbert.deploy.serving import WARMUP_FILE, ServerProcess
+    from tfbert.deploy.serving import ServerProcess
+    from tfbert.deploy.warmup import WARMUP_FILE
 
     broken = str(tmp_path / "1")
     shutil.copytree(exported.path, broken)
@@ -183,11 +184,11 @@ def test_warmup_record_for_a_missing_signature_is_one_line(exported, tmp_path):
 def test_export_cli_refuses_a_warmup_record_for_a_missing_signature(classifier, tmp_path):
     """The CLI: one line on stderr, exit 2, no version published."""
     script = ("import os, sys\n"
-              "from tfbert.deploy import serving\n"
+              "from tfbert.deploy import serving, warmup\n"
               "from tests.test_serving import _append_warmup_record\n"
               "start = serving.ServerProcess.__init__\n"
               "def with_bad_record(self, directory, *args, **kwargs):\n"
-              "    _append_warmup_record(os.path.join(directory, serving.WARMUP_FILE), 'classify_v2')\n"
+              "    _append_warmup_record(os.path.join(directory, warmup.WARMUP_FILE), 'classify_v2')\n"
               "    start(self, directory, *args, **kwargs)\n"
               "serving.ServerProcess.__init__ = with_bad_record\n"
               "from tfbert.cli import export\n"
@@ -236,7 +237,8 @@ def test_cpp_loader_refuses_what_the_python_reload_accepts(exported, tmp_path):
 def test_text_requests_batched_together_equal_each_alone(classifier, tmp_path):
     """serving_default merged with longer and shorter texts (TF Serving concatenates text [batch]): each
     text's sentence embedding equals Hugging Face's for it alone; token states too, on its own positions."""
-    from tfbert.deploy.serving import ServerProcess, merge_requests
+    from tfbert.deploy.batching import merge_requests
+    from tfbert.deploy.serving import ServerProcess
     from tfbert.model import mean_pool
 
     reference = tiny.reference_model("embed", seed=12)
@@ -259,7 +261,8 @@ def test_tokenized_requests_need_client_side_padding(classifier, exported):
     """TF Serving pads with a tensor's first element ([CLS], mask 1): merged that way, a short tokenized
     request's logits change — hence pad_variable_length_inputs: false. Padded by the client (mask 0), as
     Hugging Face pads, requests batch without padding and equal each alone."""
-    from tfbert.deploy.serving import batching_parameters, merge_requests
+    from tfbert.deploy.batching import merge_requests
+    from tfbert.deploy.config import batching_parameters
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
@@ -293,7 +296,7 @@ def test_batching_parameters_and_models_config_parse_as_tf_servings_protos():
     )
     from tensorflow_serving.config import model_server_config_pb2
 
-    from tfbert.deploy.serving import batching_parameters, models_config
+    from tfbert.deploy.config import batching_parameters, models_config
 
     config = text_format.Parse(models_config("minilm", "/models/minilm", [1, 2], {"stable": 1, "canary": 2}),
                                model_server_config_pb2.ModelServerConfig())
@@ -324,7 +327,7 @@ def test_batching_parameters_and_models_config_parse_as_tf_servings_protos():
 def test_rest_row_format_round_trip_and_rules(exported):
     """instances in, predictions out, as TF Serving's JSON codec: strings as plain JSON strings, every output
     with the batch as its first dimension; an output without one refuses the row format."""
-    from tfbert.deploy.serving import row_request, row_response, tensors_from_row_request
+    from tfbert.deploy.rest import row_request, row_response, tensors_from_row_request
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
@@ -353,17 +356,34 @@ def test_rest_row_format_round_trip_and_rules(exported):
                                  {k: {"dtype": np.int32} for k in ("input_ids", "attention_mask", "token_type_ids")})
 
 
-def test_generated_curl_and_grpc_examples_fit_the_signature(exported):
-    """The README's examples come from serving_examples: the curl body is a valid row-format request for
-    the exported signature, the gRPC snippet compiles and names the model, signature and input."""
-    from tfbert.deploy.serving import serving_examples, tensors_from_row_request
+def test_generated_curl_and_grpc_examples_fit_the_signature():
+    """The examples come from serving_examples: the curl line, run by bash, sends a valid row-format request
+    for the signature (quotes and non-ASCII text included); the gRPC client compiles and names the model,
+    signature and input."""
+    from tfbert.deploy.rest import serving_examples, tensors_from_row_request
 
-    text = serving_examples("tiny", "serving_default", {"text": ["A man is playing a guitar."]})
-    body = json.loads(re.search(r"curl -d '(.*)'", text).group(1))
+    texts = ["A man's guitar.", "Café 中文"]
+    examples = serving_examples("tiny", "serving_default", {"text": texts})
+    curl = examples["shell"][examples["shell"].index("curl "):]
+    sent = subprocess.run(["bash", "-c", 'curl() { printf "%s" "$2"; }\n' + curl], capture_output=True, text=True,
+                          check=True).stdout
+    body = json.loads(sent)
     assert body["signature_name"] == "serving_default"
-    assert tensors_from_row_request(body, {"text": {"dtype": object}})["text"].tolist() == \
-        [b"A man is playing a guitar."]
-    assert "/v1/models/tiny:predict" in text and "MODEL_NAME=tiny" in text
-    grpc = text[text.index("import grpc"):]
-    compile(grpc, "grpc_example", "exec")
-    assert "'tiny', 'serving_default'" in grpc and "request.inputs['text']" in grpc
+    assert tensors_from_row_request(body, {"text": {"dtype": object}})["text"].tolist() == [t.encode() for t in texts]
+    assert "/v1/models/tiny:predict" in curl and "MODEL_NAME=tiny" in examples["shell"]
+    compile(examples["python"], "grpc_example", "exec")
+    assert "'tiny', 'serving_default'" in examples["python"] and "request.inputs['text']" in examples["python"]
+
+
+def test_docs_serving_examples_are_the_generated_ones():
+    """docs/serving.md's examples and configuration files are the generated, tested ones."""
+    from tfbert.deploy.config import batching_parameters, models_config
+    from tfbert.deploy.rest import serving_examples
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "serving.md"), encoding="utf-8") as f:
+        page = f.read()
+    examples = serving_examples("minilm", "serving_default", {"text": ["A man is playing a guitar."]},
+                                model_dir="exported/all-minilm-l6-v2")
+    for block in (examples["shell"], examples["python"], batching_parameters(),
+                  models_config("minilm", "/models/minilm", [1, 2], {"stable": 1, "canary": 2})):
+        assert any(f"```{kind}\n{block}```" in page for kind in ("", "bash", "python"))

@@ -7,7 +7,7 @@ the same loader as ``TF_LoadSessionFromSavedModel``, and tensorflow-text's ``_*.
 libraries load into it with ``TF_LoadLibrary``. This module drives them with ctypes.
 
 Use it in a process that has *not* imported TensorFlow's Python package (see
-:func:`tfbert.deploy.serving.import_protos`): then the op registry and kernels in the process
+:func:`tfbert.deploy.protos.import_protos`): then the op registry and kernels in the process
 are the C++ ones a server has, without the kernels only Python registers (``EagerPyFunc``
 behind ``tf.py_function``) and without tensorflow-text unless :func:`load_text_op_libraries`
 loaded it.

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from tfbert.checkpoint.manifest import write_manifest
-from tfbert.deploy.serving import OpAudit
+from tfbert.deploy.ops import OpAudit
 from tfbert.export import layout, savedmodel, verify
 from tfbert.fidelity import fidelity
 from tfbert.model import label_names

@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from tfbert.deploy.serving import ServerCheck, ServerProcess, main, warmup_inputs
+from tfbert.deploy.serving import ServerCheck, ServerProcess, main
+from tfbert.deploy.warmup import warmup_inputs
 from tfbert.errors import ExportError
 from tfbert.export import savedmodel
 
