@@ -9,7 +9,9 @@ Hugging Face ``tokenizers`` only), so it runs on a machine with only those insta
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 from absl import flags
 
@@ -33,6 +35,10 @@ flags.DEFINE_string("vocab", None, "vocab.txt for a .tflite model (default: next
                     "MiniLM's).")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.", lower_bound=1)
 flags.DEFINE_boolean("progress", True, "Print a progress line on stderr about every second.")
+flags.DEFINE_enum("runner", None, ["DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"],
+                  "Run on Apache Beam (pip install tfbert[beam]): --input is then a file or glob, --output a directory "
+                  "of shards, and other --name=value options are Beam pipeline options (docs/beam.md).")
+flags.DEFINE_boolean("overwrite", False, "With --runner: replace an existing --output directory.")
 
 
 _stderr = common.progress_writer("predict")
@@ -44,6 +50,8 @@ def main(argv: list[str]) -> int:
     for name in ("input", "output"):
         if not getattr(FLAGS, name):
             raise BadInputError("is required", where=f"--{name}", fix=f"pass --{name}=FILE")
+    if FLAGS.runner:
+        return _run_on_beam()
     if not os.path.isfile(FLAGS.input):
         raise BadInputError("no such input file", where=FLAGS.input, fix="pass --input=FILE naming an existing file")
     from tfbert.predict.output import RowWriter
@@ -73,5 +81,28 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+_pipeline_args: list[str] = []
+
+
+def _run_on_beam() -> int:
+    from tfbert.beam import run_job
+
+    if not FLAGS.verbose:  # a worker's failure is one line, as everywhere in tfbert
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    result = run_job(FLAGS.input, FLAGS.output, runner=FLAGS.runner, pipeline_args=_pipeline_args,
+                     model_path=FLAGS.model, task=FLAGS.task, backend=FLAGS.backend, batch_size=FLAGS.batch_size,
+                     max_length=FLAGS.max_length, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab,
+                     input_format=FLAGS.input_format, text_field=FLAGS.text_field, text_column=FLAGS.text_column,
+                     overwrite=FLAGS.overwrite, progress=_stderr if FLAGS.progress else None)
+    _stderr(f"wrote {result.manifest['rows']} rows and {result.manifest['errors']} errors to {result.output}")
+    return 0
+
+
 def run() -> None:
+    if any(arg.startswith("--runner") for arg in sys.argv[1:]):
+        # tfbert's flags for absl; every other --name=value is a Beam pipeline option
+        known = [arg for arg in sys.argv[1:] if arg.lstrip("-").split("=", 1)[0].removeprefix("no") in FLAGS
+                 or arg.lstrip("-").split("=", 1)[0] in FLAGS]
+        _pipeline_args[:] = [arg for arg in sys.argv[1:] if arg not in known]
+        sys.argv[1:] = known
     common.run(main, "predict")
