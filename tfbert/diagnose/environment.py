@@ -14,7 +14,7 @@ from tfbert.errors import IncompatibleEnvironmentError
 from tfbert.report import INFO, OK, WARN, Finding
 
 PACKAGES = ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "safetensors", "numpy",
-            "keras", "ai-edge-litert")
+            "keras", "ai-edge-litert", "apache-beam", "protobuf", "google-apitools")
 # The range tfbert is tested on; the bounds match setup.cfg.
 TESTED_TRANSFORMERS = ((4, 44), (4, 57))
 
@@ -111,9 +111,38 @@ def check_environment(versions: dict[str, str | None] | None = None,
     if v.get("ai-edge-litert") is None:
         findings.append(Finding("environment", INFO, "ai-edge-litert is not installed: .tflite models "
                                 "cannot be run or verified", "pip install ai-edge-litert"))
+    if "apache-beam" in v:  # a caller's own version table may leave Beam out
+        findings += beam_findings(v)
     if not any(f.status == "error" for f in findings):
         stack = ", ".join(f"{n} {v[n]}" for n in ("tensorflow", "tf-keras", "tensorflow-text", "transformers")
                           if v.get(n))
         model_class = "tfbert's Keras BERT" if hf is None or hf[0] >= 5 else "Hugging Face's TFBertModel"
         findings.insert(0, Finding("environment", OK, f"{stack}; model class: {model_class}"))
     return findings
+
+
+def beam_findings(versions: dict[str, str | None]) -> list[Finding]:
+    """The Beam environment of ``python -m tfbert.predict --runner``: Beam's protobuf pin and
+    which runners can start here (from package metadata and ``java`` on PATH; nothing imported).
+
+    Example:
+        >>> [f.status for f in beam_findings({"apache-beam": "2.77.0", "protobuf": "7.34.0"})]
+        ['error']
+    """
+    import shutil
+
+    beam, protobuf = versions.get("apache-beam"), _minor(versions.get("protobuf"))
+    if beam is None:
+        return [Finding("beam", INFO, "apache-beam is not installed: python -m tfbert.predict --runner and "
+                        "tfbert.beam are unavailable (one process still works)", 'pip install "tfbert[beam]"')]
+    if protobuf is not None and protobuf[0] >= 7:
+        return [_error("beam", IncompatibleEnvironmentError(
+            f"apache-beam {beam} requires protobuf < 7", where="protobuf", expected="protobuf 6.x",
+            actual=versions.get("protobuf"), fix='pip install "protobuf<7" (TensorFlow 2.21 accepts 6.31 and later)'))]
+    runners = ["DirectRunner (in-process, or --direct_running_mode=multi_processing --direct_num_workers=N)"]
+    runners.append("DataflowRunner" if versions.get("google-apitools") else
+                   'DataflowRunner needs pip install "apache-beam[gcp]"')
+    runners.append("FlinkRunner / SparkRunner (job server: Java found)" if shutil.which("java") else
+                   "FlinkRunner / SparkRunner need Java for their job server, or --job_endpoint of a running one")
+    return [Finding("beam", OK, f"apache-beam {beam}, protobuf {versions.get('protobuf')} (Beam needs < 7); "
+                    + "; ".join(runners))]
