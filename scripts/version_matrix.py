@@ -70,6 +70,7 @@ class Row:
 
     cell: str
     pins: list[str]
+    source: str = ""
     installed: dict[str, str] = dataclasses.field(default_factory=dict)
     install: str | None = None
     changed_by_tfbert: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -109,6 +110,18 @@ def last_line(output: str, pattern: str = r"\S") -> str:
     return lines[-1][:300] if lines else ""
 
 
+def source_label(source: str) -> str:
+    """The source tree's commit (with ``+dirty`` for uncommitted changes), else its path."""
+    try:
+        commit = subprocess.run(["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", source, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return source
+    return commit + ("+dirty" if dirty else "")
+
+
 def freeze(python: str, log_path: str) -> dict[str, str]:
     _, output = run([python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check"], log_path)
     try:
@@ -127,7 +140,7 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
         shutil.rmtree(cell_dir, ignore_errors=True)
     os.makedirs(cell_dir, exist_ok=True)
     log_path = os.path.join(cell_dir, "log.txt")
-    row = Row(cell.id, cell.pins(), log=log_path)
+    row = Row(cell.id, cell.pins(), source_label(source), log=log_path)
     pins_path = os.path.join(cell_dir, "pins.txt")
     with open(pins_path, "w", encoding="utf-8") as f:
         f.write("\n".join(cell.pins()) + "\n")

@@ -176,3 +176,33 @@ print(tf.keras.__version__)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1].startswith("3."), done.stdout
+
+
+def test_finetune_on_keras_bert_learns_and_hugging_face_reads_the_result(tmp_path, without_hf_classes):
+    from safetensors.numpy import load_file
+    from transformers import BertTokenizer, TFBertForSequenceClassification
+
+    from tests.test_finetune import write_marker_data
+    from tfbert.finetune import finetune
+
+    base = tiny.write_safetensors(str(tmp_path / "base"), tiny.reference_model("embed", seed=3), bare=True)
+    write_marker_data(str(tmp_path / "train.csv"), 400, seed=1)
+    rows = write_marker_data(str(tmp_path / "eval.csv"), 100, seed=2)
+    result = finetune(base, str(tmp_path / "train.csv"), str(tmp_path / "eval.csv"), str(tmp_path / "out"),
+                      text_column="sentence", label_column="topic", freeze="embeddings,encoder:0", epochs=5,
+                      batch_size=16, max_length=16, learning_rate=3e-3, seed=0)
+    assert result.evaluation.accuracy >= 0.95
+    before, after = load_file(os.path.join(base, "model.safetensors")), load_file(str(tmp_path / "out" /
+                                                                                    "model.safetensors"))
+    frozen = [k for k in before if k.startswith("embeddings.") and k != "embeddings.position_ids"]
+    assert len(frozen) == 5 and all(np.array_equal(before[k], after["bert." + k]) for k in frozen)
+    assert not np.array_equal(before["encoder.layer.1.output.dense.weight"],
+                              after["bert.encoder.layer.1.output.dense.weight"])
+    # Hugging Face's own class reads what was trained on tfbert's Keras BERT and agrees with it.
+    texts = [text for text, _ in rows]
+    batch = dict(BertTokenizer(str(tmp_path / "out" / "vocab.txt"), do_lower_case=True)(
+        texts, padding=True, return_tensors="np"))
+    theirs = TFBertForSequenceClassification.from_pretrained(str(tmp_path / "out"))(**batch, training=False)
+    ours = tfbert_model.load(str(tmp_path / "out"), "classify", require_head=True)(**batch, training=False)
+    np.testing.assert_allclose(ours.logits.numpy(), theirs.logits.numpy(), atol=TOLERANCE, rtol=0)
+    assert (theirs.logits.numpy().argmax(-1) == [result.labels.index(label) for _, label in rows]).mean() >= 0.95
