@@ -146,9 +146,9 @@ class _HuggingFaceTokenized(Runner):
 class HuggingFaceEagerRunner(_HuggingFaceTokenized):
     """The Hugging Face TF tutorial: ``tokenizer(batch, padding=...)`` then an eager model call.
 
-    With ``sort_by_length`` the texts are tokenized once, visited shortest first and each batch
-    padded to its longest (``tokenizer.pad``), as sentence-transformers' ``encode`` does;
-    results come back in input order.
+    With ``sort_by_length`` the texts are visited shortest first (by characters) and each batch
+    padded to its longest, as sentence-transformers' ``encode`` does; results come back in
+    input order.
     """
 
     def __init__(self, name: str, model_path: str | None, *, padding: str, batch_size: int,
@@ -175,13 +175,13 @@ class HuggingFaceEagerRunner(_HuggingFaceTokenized):
         return np.concatenate(out)
 
     def _embed_sorted(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        order = length_order([len(ids) for ids in encoded["input_ids"]], True)
+        # sentence-transformers' encode: order by character length, tokenize each batch padded.
+        order = length_order([len(t) for t in texts], True)
         out: np.ndarray | None = None
         for start in range(0, len(texts), self.batch_size):
             rows = order[start:start + self.batch_size]
-            inputs = self.tokenizer.pad({k: [v[i] for i in rows] for k, v in encoded.items()}, padding="longest",
-                                        return_tensors="tf")
+            inputs = self.tokenizer([texts[i] for i in rows], padding="longest", truncation=True,
+                                    max_length=self.max_length, return_tensors="tf")
             pooled = self._run(dict(inputs))["sentence_embedding"].numpy()
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), np.float32)

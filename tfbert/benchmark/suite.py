@@ -120,7 +120,7 @@ def run_benchmark(texts: list[str], *, rows: list[str], output_dir: str, work_di
     write_results(report, output_dir)
 
     # The whole-process tfbert row runs the tflite-int8 export.
-    export_rows = [*rows, "tflite-int8"] if "process-tfbert-int8" in rows else rows
+    export_rows = list(dict.fromkeys([*rows, "tflite-int8"])) if "process-tfbert-int8" in rows else rows
     exports, export_errors = ensure_exports(export_rows, model_path=model_path, max_length=max_length,
                                             work_dir=work_dir, exports_dir=exports_dir, num_threads=num_threads,
                                             progress=progress)
