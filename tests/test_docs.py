@@ -138,6 +138,32 @@ def test_every_flag_the_docs_give_a_command_exists():
     assert not unknown, "\n".join(unknown)
 
 
+def _doctor_line(finding) -> str:
+    text = finding.error.render() if finding.error is not None else f"{finding.message} — fix: {finding.fix}"
+    return f"{finding.check} {finding.status} {text}"
+
+
+def test_troubleshooting_quotes_the_doctors_own_lines():
+    """Every environment line troubleshooting.md quotes is what the check prints today, for the version
+    set the page names (TensorFlow 2.21 stack with one change)."""
+    from tfbert.diagnose.environment import beam_findings, check_environment
+
+    stack = {"tensorflow": "2.21.0", "tf-keras": "2.21.0", "tensorflow-text": "2.21.1", "transformers": "4.54.1",
+             "safetensors": "0.8.0", "numpy": "2.4.6", "keras": "3.15.1", "ai-edge-litert": "2.3.0"}
+    changes = [{"transformers": "5.0.0"}, {"transformers": "4.40.0"}, {"transformers": "4.57.1"}, {"tf-keras": None},
+               {"tf-keras": "2.19.0"}, {"tensorflow-text": "2.20.0"}, {"tensorflow-text": None}, {"tensorflow": None},
+               {"tensorflow": "2.16.1", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1"}, {"safetensors": None},
+               {"ai-edge-litert": None}]
+    findings = [f for change in changes for f in check_environment({**stack, **change}, env={})]
+    findings += check_environment(stack, env={"TF_USE_LEGACY_KERAS": "0"})
+    findings += beam_findings({"apache-beam": "2.77.0", "protobuf": "7.34.0"}) + beam_findings({"apache-beam": None})
+    produced = {_doctor_line(f) for f in findings if f.status != "ok"}
+    page = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"`((?:environment|beam) (?:error|warn|info) [^`]+)`", page)
+    assert len(quoted) >= 12
+    assert [line for line in quoted if line not in produced] == []
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("```bash\npython -m tfbert.export --quantize \\\n    --output_dir=x && pip install --no-deps y\n```",
      [("export", "quantize"), ("export", "output_dir")]),
