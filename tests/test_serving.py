@@ -105,10 +105,8 @@ def test_op_audit_min_version_follows_tf_serving_releases():
     assert audit_ops(["TFText>Utf8Binarize", "FastBertNormalize"], core, set(), text, "m").min_tf_serving == "2.20"
 
 
-def test_op_audit_refuses_an_op_tf_serving_lacks(tmp_path):
-    """tf.py_function's EagerPyFunc is registered by TensorFlow, but its kernel only by TensorFlow's Python:
-    a model server cannot run it. One line, naming the op."""
-    from tfbert.deploy.serving import ServerProcess
+def _saved_model_with_py_function(directory: str) -> str:
+    """A SavedModel whose signature calls tf.py_function (op EagerPyFunc)."""
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
@@ -119,10 +117,21 @@ def test_op_audit_refuses_an_op_tf_serving_lacks(tmp_path):
             return {"y": tf.py_function(lambda v: v * 2, [x], tf.float32)}
 
     module = WithPyFunction()
-    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.double})
-    assert tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"] is not None  # Python loads it
+    tf.saved_model.save(module, directory, signatures={"serving_default": module.double})
+    return directory
+
+
+def test_op_audit_refuses_an_op_tf_serving_lacks(tmp_path):
+    """tf.py_function's EagerPyFunc is registered by TensorFlow, but its kernel only by TensorFlow's Python:
+    a model server cannot run it. One line, naming the op."""
+    from tfbert.deploy.serving import ServerProcess
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    directory = _saved_model_with_py_function(str(tmp_path / "1"))
+    assert tf.saved_model.load(directory).signatures["serving_default"] is not None  # Python loads it
     with pytest.raises(errors.ExportError) as info:
-        ServerProcess(str(tmp_path / "1")).result()
+        ServerProcess(directory).result()
     message = str(info.value)
     assert "op EagerPyFunc" in message and "no kernel outside TensorFlow's Python runtime" in message
     assert "\n" not in message
@@ -387,3 +396,20 @@ def test_docs_serving_examples_are_the_generated_ones():
     for block in (examples["shell"], examples["python"], batching_parameters(),
                   models_config("minilm", "/models/minilm", [1, 2], {"stable": 1, "canary": 2})):
         assert any(f"```{kind}\n{block}```" in page for kind in ("", "bash", "python"))
+
+
+def test_doctor_states_the_op_audit_and_minimum_tf_serving(exported, tmp_path):
+    """doctor on a version directory: the serving row names the tensorflow-text ops and TF Serving >= 2.20;
+    on a SavedModel with an op TF Serving lacks, an error row naming it, exit 2."""
+
+    def serving_row(path):
+        out = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={path}", "--json"],
+                             capture_output=True, text=True, timeout=300)
+        return out.returncode, next(r for r in json.loads(out.stdout)["rows"] if r["check"] == "serving")
+
+    code, row = serving_row(exported.path)
+    assert code == 0 and row["status"] == "ok"
+    assert "FastBertNormalize, FastWordpieceTokenizeWithOffsets: needs TF Serving >= 2.20" in row["message"]
+    assert "replays its 4 warmup requests" in row["message"]
+    code, row = serving_row(_saved_model_with_py_function(str(tmp_path / "1")))
+    assert code == 2 and row["status"] == "error" and "op EagerPyFunc" in row["message"]
