@@ -1,6 +1,7 @@
 """The documentation a user reads is true to the code: the site builds with no broken link or
-missing page, the README stays a five-minute read, CI still finds its test command there, and every
-flag the README and docs give a command is one that command takes."""
+missing page, the README stays a five-minute read, CI still finds its test command there, every
+flag the README and docs give a command is one that command takes, and the doctor's lines the docs
+quote are the ones it prints."""
 
 from __future__ import annotations
 
@@ -162,6 +163,88 @@ def test_troubleshooting_quotes_the_doctors_own_lines():
     quoted = re.findall(r"`((?:environment|beam) (?:error|warn|info) [^`]+)`", page)
     assert len(quoted) >= 12
     assert [line for line in quoted if line not in produced] == []
+
+
+def _damaged_checkpoints(healthy: str, reference) -> dict[str, tuple[str, dict]]:
+    """name → (path, diagnose arguments): the damage diagnose.md shows, done as tests/test_diagnose.py does it."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from tests import tiny
+    from tests.test_diagnose import _edit_config, _header
+    from tfbert.checkpoint.manifest import write_manifest
+
+    def copy(name: str) -> str:
+        return tiny.copy_checkpoint(healthy, f"ckpts/{name}")
+
+    def edit_tensors(directory: str, change) -> None:
+        path = f"{directory}/model.safetensors"
+        state = load_file(path)
+        change(state)
+        save_file(state, path, metadata={"format": "pt"})
+
+    made = {"healthy": copy("healthy")}
+    for name, size in (("truncated", None), ("header", 100)):
+        path = f"{copy(name)}/model.safetensors"
+        with open(path, "r+b") as f:
+            f.truncate(size or os.path.getsize(path) // 2)
+    path = f"{copy('flipped')}/model.safetensors"
+    n, header = _header(path)
+    begin, end = header["encoder.layer.1.intermediate.dense.weight"]["data_offsets"]
+    offset = 8 + n + (begin + end) // 2
+    offset -= offset % 4
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = np.frombuffer(f.read(4096), np.uint8)
+        f.seek(offset)
+        f.write((data ^ 0xFF).tobytes())
+    edit_tensors(copy("nan"), lambda state: state["pooler.dense.bias"].__setitem__(3, np.nan))
+    _edit_config(copy("vocab_size"), vocab_size=120, intermediate_size=40)
+    _edit_config(copy("heads"), num_attention_heads=5)
+    _edit_config(copy("act"), hidden_act="gelu_magic")
+    os.remove(f"{copy('novocab')}/vocab.txt")
+    os.remove(f"{copy('noconfig')}/config.json")
+    with open(f"{copy('longvocab')}/vocab.txt", "a") as f:
+        f.write("extra1\nextra2\n")
+    vocab = f"{copy('nocls')}/vocab.txt"
+    tokens = [t for t in open(vocab).read().splitlines() if t != "[CLS]"]
+    with open(vocab, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    write_manifest(copy("manifest"))
+    edit_tensors("ckpts/manifest", lambda state: state["encoder.layer.0.output.LayerNorm.weight"].__imul__(1.01))
+    edit_tensors(copy("extra"), lambda state: state.__setitem__("some.extra.tensor", np.zeros(3, np.float32)))
+    sharded = tiny.write_safetensors("ckpts/sharded", reference, shards=2)
+    os.remove(f"{sharded}/model-00002-of-00002.safetensors")
+    cases = {name: (path, {}) for name, path in made.items()}
+    cases.update({name: (f"ckpts/{name}", {}) for name in (
+        "truncated", "header", "flipped", "nan", "vocab_size", "heads", "act", "novocab", "noconfig", "longvocab",
+        "nocls", "manifest", "extra", "sharded")})
+    cases["seq"] = ("ckpts/healthy", {"seq_length": 65})
+    cases["missing"] = ("no/such/model", {})
+    return cases
+
+
+def _numbers_masked(line: str) -> str:
+    """Byte counts, magnitudes and hashes depend on the tiny model's random weights; the words do not."""
+    return re.sub(r"\d[\d.,]*(e[+-]\d+)?", "N", re.sub(r"[0-9a-f]{16}…", "HASH…", line))
+
+
+def test_diagnose_page_quotes_the_doctors_own_lines(tmp_path, monkeypatch, tiny_safetensors, embed_reference):
+    """diagnose.md's lines for damaged checkpoints are what the diagnosis says today, word for word
+    (numbers masked: they come from random weights); the memory and .tflite lines are left out."""
+    from tfbert.diagnose import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    produced = set()
+    for path, arguments in _damaged_checkpoints(tiny_safetensors, embed_reference).values():
+        with diagnose(path, environment=False, memory=False, **arguments) as d:
+            produced |= {_numbers_masked(f"{f.check:<12} {f.status:<6} {f.message}" + (f" — fix: {f.fix}" if f.fix
+                                                                                      else ""))
+                         for f in d.findings if f.status != "ok"}
+    page = (ROOT / "docs" / "diagnose.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"^(\w+ +(?:error|warn) +(?:ckpts/|no/such/).*)$", page, re.MULTILINE)
+    assert len(quoted) >= 14
+    assert [line for line in quoted if _numbers_masked(line) not in produced] == []
 
 
 @pytest.mark.parametrize(("text", "expected"), [
