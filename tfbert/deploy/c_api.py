@@ -179,13 +179,17 @@ class SavedModelSession:
 
     def run(self, inputs: dict[str, TensorSpec], values: dict[str, np.ndarray],
             outputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
-        """``TF_SessionRun`` feeding ``values`` to ``inputs`` and fetching ``outputs`` (keyed alike)."""
+        """``TF_SessionRun`` feeding ``values`` to ``inputs`` and fetching ``outputs`` (keyed alike).
+
+        Raises:
+            ExportError: an input of another dtype than the signature's, or the run fails.
+        """
         status = _Status()
         feeds, tensors = [], []
         try:
             for key, spec in inputs.items():
                 feeds.append(self._output(spec.name))
-                tensors.append(_to_tensor(values[key], spec.dtype))
+                tensors.append(_to_tensor(values[key], spec.dtype, where=f"{self.directory}: input {key}"))
             fetches = [self._output(spec.name) for spec in outputs.values()]
             results = (ctypes.c_void_p * len(fetches))()
             self.lib.TF_SessionRun(self._session, None, (_Output * len(feeds))(*feeds),
@@ -217,9 +221,14 @@ class SavedModelSession:
             self._session = None
 
 
-def _to_tensor(value: np.ndarray, dtype: int) -> int:
+def _to_tensor(value: np.ndarray, dtype: int, where: str) -> int:
     lib = library()
     value = np.asarray(value)
+    kind = object if value.dtype.kind in "OSU" else value.dtype.type
+    if kind is not NUMPY_DTYPES.get(dtype):  # TF Serving refuses another dtype; it does not cast
+        raise ExportError("input dtype differs from the signature's", where=where,
+                          expected=getattr(NUMPY_DTYPES.get(dtype), "__name__", dtype),
+                          actual=value.dtype.name, fix="send the signature's dtype")
     dims = (ctypes.c_int64 * value.ndim)(*value.shape)
     if dtype == _TF_STRING:
         items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in value.reshape(-1).tolist()]

@@ -111,8 +111,8 @@ def check_like_the_server(directory: str, inputs: dict[str, dict[str, np.ndarray
         batching = {}
         for name, values in (inputs or {}).items():
             if name not in specs:
-                raise ExportError("signature missing from the loaded SavedModel", where=f"{directory}: {name}",
-                                  expected=sorted(inputs), actual=sorted(specs), fix="report this as a bug")
+                raise ExportError("signature missing from the loaded SavedModel", where=directory, expected=name,
+                                  actual=sorted(specs), fix="report this as a bug")
             dtypes = {k: c_api.NUMPY_DTYPES[s.dtype] for k, s in specs[name]["inputs"].items()}
             body = json.loads(json.dumps(row_request(name, values)))
             result = run(name, tensors_from_row_request(body, {k: {"dtype": d} for k, d in dtypes.items()}))
