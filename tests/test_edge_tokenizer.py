@@ -13,28 +13,12 @@ import shutil
 import numpy as np
 import pytest
 
+from tests import test_tokenizer
 from tests.test_tokenizer import HARD, SPECIAL_CASES, assert_same_ids, single_texts, varied_sentences
 
-
-@pytest.fixture(scope="module")
-def files(minilm_path):
-    from tfbert.checkpoint import find_checkpoint
-
-    return find_checkpoint(minilm_path)
-
-
-@pytest.fixture(scope="module")
-def hf(minilm_path):
-    from transformers import BertTokenizerFast
-
-    return BertTokenizerFast.from_pretrained(minilm_path)
-
-
-@pytest.fixture(scope="module")
-def graph_tokenizer(files):
-    from tfbert.tokenizer import BertTokenizer
-
-    return BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+# test_tokenizer.py's fixtures: the MiniLM checkpoint's files, Hugging Face's tokenizer of it
+# (from its tokenizer.json), and tfbert's tensorflow-text tokenizer ("ours" there).
+files, hf, ours = test_tokenizer.files, test_tokenizer.hf, test_tokenizer.ours
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +29,23 @@ def edge(files):
 
 
 @pytest.mark.parametrize("max_length", [512, 128, 16, 5, 2])
-def test_single_texts_match_hugging_face_and_the_graph_tokenizer(edge, hf, graph_tokenizer, max_length):
+def test_single_texts_match_hugging_face_and_the_ours(edge, hf, ours, max_length):
     texts = single_texts()
     got = edge.tokenize_numpy(texts, max_length)
     assert_same_ids(got, hf(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np"),
                     texts)
-    assert_same_ids(got, graph_tokenizer.tokenize_numpy(texts, max_length), texts)
+    assert_same_ids(got, ours.tokenize_numpy(texts, max_length), texts)
 
 
 @pytest.mark.parametrize("max_length", [512, 16, 9, 4, 3])
-def test_pairs_match_longest_first_truncation(edge, hf, graph_tokenizer, max_length):
+def test_pairs_match_longest_first_truncation(edge, hf, ours, max_length):
     varied = varied_sentences(300, seed=1)
     a = [*varied[:150], "one two", "", "short", "", "a much longer first text " * 6]
     b = [*varied[150:], "three four", "", "a much longer second text " * 6, "x", "short"]
     got = edge.tokenize_numpy(a, max_length, text_pairs=b)
     want = hf(a, b, padding="longest", truncation="longest_first", max_length=max_length, return_tensors="np")
     assert_same_ids(got, want, a, b)
-    assert_same_ids(got, graph_tokenizer.tokenize_numpy(a, max_length, text_pairs=b), a, b)
+    assert_same_ids(got, ours.tokenize_numpy(a, max_length, text_pairs=b), a, b)
 
 
 def test_code_points_between_letters_match_hugging_face(edge, hf):
@@ -110,7 +94,7 @@ def test_tokenizer_config_settings_match(files, tmp_path, settings):
     assert_same_ids(got, BertTokenizer.from_files(*paths).tokenize_numpy(texts, 128), texts)
 
 
-def test_the_documented_graph_tokenizer_difference_follows_hugging_face(tmp_path):
+def test_the_documented_ours_difference_follows_hugging_face(tmp_path):
     """With a vocabulary holding U+2E5D (punctuation to ICU only) the graph tokenizer splits the
     word and Hugging Face does not (tfbert/tokenizer.py); the edge tokenizer is Hugging Face's."""
     from transformers import BertTokenizerFast

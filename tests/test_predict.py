@@ -1,4 +1,5 @@
-"""predict: tf.data pipeline, input order, every backend against the Hugging Face model, file formats, CLI."""
+"""predict: tf.data and numpy pipelines, input order, every backend against the Hugging Face model, file
+formats, CLI, and the .tflite run where TensorFlow cannot be imported."""
 
 import csv
 import itertools
@@ -444,10 +445,11 @@ def test_litert_fp32_minilm_is_right_on_every_invoke_at_an_unchanged_shape(minil
 # === The .tflite without TensorFlow ===
 
 # A sitecustomize for the subprocess: TensorFlow, tensorflow-text, Keras and transformers
-# cannot be imported (as on a machine with only LiteRT), and what the process tried and
-# imported is written to $IMPORT_RECORD at exit.
+# are not installed, as on a machine with only LiteRT (importing them raises, and
+# importlib.util.find_spec finds nothing), and what the process tried to import and imported is
+# written to $IMPORT_RECORD at exit.
 _NO_TENSORFLOW = '''
-import atexit, json, os, sys
+import atexit, importlib.util, json, os, sys
 
 BLOCKED = {"tensorflow", "tensorflow_text", "tf_keras", "keras", "transformers"}
 attempted = []
@@ -461,7 +463,12 @@ class NoTensorFlow:
         return None
 
 
+def find_spec(name, package=None, _find_spec=importlib.util.find_spec):
+    return None if name.partition(".")[0] in BLOCKED else _find_spec(name, package)
+
+
 sys.meta_path.insert(0, NoTensorFlow())
+importlib.util.find_spec = find_spec
 before = set(sys.modules)
 
 

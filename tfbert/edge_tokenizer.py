@@ -27,27 +27,17 @@ import os
 import numpy as np
 
 from tfbert.errors import BadInputError, IncompatibleEnvironmentError
-from tfbert.tokenizer import MAX_CHARS_PER_WORD, SPECIALS, SUFFIX, check_max_length, check_vocab, read_tokenizer_files
+from tfbert.tokenizer import MAX_CHARS_PER_WORD, SPECIALS, SUFFIX, Vocabulary, check_max_length
 
 log = logging.getLogger("tfbert")
 
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class EdgeTokenizer:
+class EdgeTokenizer(Vocabulary):
     """Hugging Face-exact WordPiece tokenizer on numpy, with no TensorFlow.
 
-    Args:
-        vocab: the vocabulary, one token per id; must contain ``[CLS]``, ``[SEP]``, ``[PAD]``
-            and ``[UNK]``.
-        lower_case: lower-case the text (uncased models).
-        strip_accents: drop accents; ``None`` follows ``lower_case``, as in Hugging Face.
-        tokenize_chinese_chars: split CJK ideographs into single-character words.
-
-    Attributes:
-        vocab: the vocabulary.
-        cls_id, sep_id, pad_id, unk_id: ids of the special tokens; ``mask_id`` is None when the
-            vocabulary has no ``[MASK]``.
+    Args and attributes: those of :class:`tfbert.tokenizer.Vocabulary`.
 
     Raises:
         ConfigMismatchError: the vocabulary lacks a special token or repeats a token.
@@ -69,15 +59,8 @@ class EdgeTokenizer:
             raise IncompatibleEnvironmentError("the tokenizers package is missing", where="tokenizers",
                                                fix="pip install tokenizers") from None
 
-        self.vocab = check_vocab(list(vocab))
-        self.lower_case = bool(lower_case)
-        self.strip_accents = self.lower_case if strip_accents is None else bool(strip_accents)
-        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
-        index = {token: i for i, token in enumerate(self.vocab)}
-        self.cls_id, self.sep_id = index["[CLS]"], index["[SEP]"]
-        self.pad_id, self.unk_id = index["[PAD]"], index["[UNK]"]
-        self.mask_id = index.get("[MASK]")
-
+        super().__init__(vocab, lower_case, strip_accents, tokenize_chinese_chars)
+        index = self.token_ids
         # What transformers' BertConverter makes of vocab.txt and tokenizer_config.json.
         tokenizer = Tokenizer(models.WordPiece(vocab=index, unk_token="[UNK]", continuing_subword_prefix=SUFFIX,
                                                max_input_chars_per_word=MAX_CHARS_PER_WORD))
@@ -96,13 +79,13 @@ class EdgeTokenizer:
 
     @classmethod
     def from_files(cls, vocab_path: str, tokenizer_config_path: str | None = None,
-                   tokenizer_json_path: str | None = None, lower_case: bool | None = None) -> EdgeTokenizer:
-        """From a checkpoint's ``vocab.txt`` and (optional) ``tokenizer_config.json``.
+                   tokenizer_json_path: str | None = None, *, lower_case: bool | None = None) -> EdgeTokenizer:
+        """From a checkpoint's ``vocab.txt`` and (optional) ``tokenizer_config.json``, as
+        :meth:`tfbert.tokenizer.Vocabulary.from_files`.
 
         Args:
             vocab_path: the vocabulary, one token per line.
-            tokenizer_config_path: Hugging Face's tokenizer config (see
-                :func:`tfbert.tokenizer.read_tokenizer_files`).
+            tokenizer_config_path: Hugging Face's tokenizer config.
             tokenizer_json_path: the checkpoint's ``tokenizer.json``, only checked against the
                 vocabulary and settings: a one-line warning names the first difference.
             lower_case: overrides ``do_lower_case``.
@@ -119,8 +102,7 @@ class EdgeTokenizer:
             >>> tok = EdgeTokenizer.from_files("model/vocab.txt", "model/tokenizer_config.json",  # doctest: +SKIP
             ...                                "model/tokenizer.json")
         """
-        vocab, settings = read_tokenizer_files(vocab_path, tokenizer_config_path, lower_case)
-        tokenizer = cls(vocab, **settings)
+        tokenizer = super().from_files(vocab_path, tokenizer_config_path, lower_case=lower_case)
         if tokenizer_json_path is not None:
             difference = tokenizer_json_difference(tokenizer_json_path, tokenizer)
             if difference:

@@ -122,7 +122,66 @@ def tflite_op_registerers() -> list:
     return [tf_text.tflite_registrar.AddFastBertNormalize, tf_text.tflite_registrar.AddFastWordpieceTokenize]
 
 
-class BertTokenizer:
+class Vocabulary:
+    """What every tfbert tokenizer holds: the vocabulary, its special tokens' ids and the
+    normalization settings (:class:`BertTokenizer`, :class:`tfbert.edge_tokenizer.EdgeTokenizer`).
+
+    Args:
+        vocab: the vocabulary, one token per id; must contain ``[CLS]``, ``[SEP]``,
+            ``[PAD]`` and ``[UNK]``.
+        lower_case: lower-case the text (uncased models).
+        strip_accents: drop accents; ``None`` follows ``lower_case``, as in Hugging Face.
+        tokenize_chinese_chars: split CJK ideographs into single-character words.
+
+    Attributes:
+        vocab: the vocabulary; ``token_ids`` maps each token to its id.
+        lower_case, strip_accents, tokenize_chinese_chars: the settings (``strip_accents`` resolved).
+        cls_id, sep_id, pad_id, unk_id: ids of the special tokens; ``mask_id`` is None when the
+            vocabulary has no ``[MASK]``.
+
+    Raises:
+        ConfigMismatchError: the vocabulary lacks a special token or repeats a token.
+    """
+
+    def __init__(self, vocab: list[str], lower_case: bool = True, strip_accents: bool | None = None,
+                 tokenize_chinese_chars: bool = True) -> None:
+        self.vocab = check_vocab(list(vocab))
+        self.lower_case = bool(lower_case)
+        self.strip_accents = self.lower_case if strip_accents is None else bool(strip_accents)
+        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+        self.token_ids = {token: i for i, token in enumerate(self.vocab)}
+        self.cls_id, self.sep_id = self.token_ids["[CLS]"], self.token_ids["[SEP]"]
+        self.pad_id, self.unk_id = self.token_ids["[PAD]"], self.token_ids["[UNK]"]
+        self.mask_id = self.token_ids.get("[MASK]")
+
+    @classmethod
+    def from_files(cls, vocab_path: str, tokenizer_config_path: str | None = None, *,
+                   lower_case: bool | None = None):
+        """The tokenizer of a checkpoint's ``vocab.txt`` and (optional) ``tokenizer_config.json``.
+
+        Args:
+            vocab_path: the vocabulary, one token per line.
+            tokenizer_config_path: Hugging Face's tokenizer config; ``do_lower_case``
+                (default true), ``strip_accents`` (null: follow ``do_lower_case``) and
+                ``tokenize_chinese_chars`` (default true) are read from it.
+            lower_case: overrides ``do_lower_case``.
+
+        Returns:
+            The tokenizer.
+
+        Raises:
+            BadInputError: a file does not exist.
+            ConfigMismatchError: the vocabulary lacks a special token or repeats a token,
+                or the config is not valid JSON.
+
+        Example:
+            >>> tok = BertTokenizer.from_files("model/vocab.txt", "model/tokenizer_config.json")  # doctest: +SKIP
+        """
+        vocab, settings = read_tokenizer_files(vocab_path, tokenizer_config_path, lower_case)
+        return cls(vocab, **settings)
+
+
+class BertTokenizer(Vocabulary):
     """Hugging Face-exact WordPiece tokenizer that runs in the TensorFlow graph and in TFLite.
 
     Args:
@@ -159,14 +218,8 @@ class BertTokenizer:
         tf = import_tensorflow()
         import tensorflow_text as tf_text
 
-        self.vocab = check_vocab(list(vocab))
-        self.lower_case = bool(lower_case)
-        self.strip_accents = self.lower_case if strip_accents is None else bool(strip_accents)
-        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
-        index = {token: i for i, token in enumerate(self.vocab)}
-        self.cls_id, self.sep_id = index["[CLS]"], index["[SEP]"]
-        self.pad_id, self.unk_id = index["[PAD]"], index["[UNK]"]
-        self.mask_id = index.get("[MASK]")
+        super().__init__(vocab, lower_case, strip_accents, tokenize_chinese_chars)
+        index = self.token_ids
 
         names = [t[1:-1] for t in SPECIALS if t in index]
         models = _compiled_models(self.vocab, names, self.lower_case, self.strip_accents,
@@ -194,32 +247,6 @@ class BertTokenizer:
             self._special_ids = tf.constant([*no_special, *(index[f"[{n}]"] for n in names)], tf.int32)
             self._special_bytes = tf.constant([*no_special, *(len(n.encode()) + 2 for n in names)], tf.int32)
             self._vocab_table = tf.constant(self.vocab)
-
-    @classmethod
-    def from_files(cls, vocab_path: str, tokenizer_config_path: str | None = None,
-                   lower_case: bool | None = None) -> BertTokenizer:
-        """From a checkpoint's ``vocab.txt`` and (optional) ``tokenizer_config.json``.
-
-        Args:
-            vocab_path: the vocabulary, one token per line.
-            tokenizer_config_path: Hugging Face's tokenizer config; ``do_lower_case``
-                (default true), ``strip_accents`` (null: follow ``do_lower_case``) and
-                ``tokenize_chinese_chars`` (default true) are read from it.
-            lower_case: overrides ``do_lower_case``.
-
-        Returns:
-            The tokenizer.
-
-        Raises:
-            BadInputError: a file does not exist.
-            ConfigMismatchError: the vocabulary lacks a special token or repeats a token,
-                or the config is not valid JSON.
-
-        Example:
-            >>> tok = BertTokenizer.from_files("model/vocab.txt", "model/tokenizer_config.json")
-        """
-        vocab, settings = read_tokenizer_files(vocab_path, tokenizer_config_path, lower_case)
-        return cls(vocab, **settings)
 
     def tokenize(self, texts, max_length: int, text_pairs=None) -> dict:
         """Token ids for a batch of texts (or text pairs), usable in tf.function, tf.data and TFLite.
