@@ -37,6 +37,9 @@ flags.DEFINE_boolean("tflite_text_input", False, "Also write model_<quantization
                      "raw text tokenized inside the model (needs tensorflow-text's TFLite ops at run time).")
 flags.DEFINE_boolean("tflite_speed", True, "Also convert an fp32 .tflite to time the quantized one against "
                      "(--notflite_speed: a faster export, no speed figure).")
+flags.DEFINE_boolean("tflite_mediapipe", True, "Also write model_<quantization>_mediapipe.tflite for MediaPipe "
+                     "Tasks' TextEmbedder / TextClassifier (static length --max_seq_length, vocab and labels in "
+                     "its metadata; --notflite_mediapipe: one conversion less).")
 flags.DEFINE_boolean("allow_accuracy_drop", False, "Publish a quantized model even below the accuracy gate.")
 flags.DEFINE_float("min_cosine", 0.99, "Accuracy gate: minimum mean sentence-embedding cosine vs fp32.")
 flags.DEFINE_float("min_agreement", 0.99, "Accuracy gate: minimum argmax agreement vs fp32 (classify).")
@@ -86,7 +89,8 @@ def main(argv: list[str]) -> int:
                                  calibration_texts=calibration, held_out_texts=held_out,
                                  min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
                                  allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
-                                 speed_vs_fp32=FLAGS.tflite_speed, progress=_progress)
+                                 speed_vs_fp32=FLAGS.tflite_speed, mediapipe=FLAGS.tflite_mediapipe,
+                                 progress=_progress)
         if pending:
             saved = pending.finish()
     if saved:
@@ -107,6 +111,14 @@ def main(argv: list[str]) -> int:
         if lite.text_path:
             print(f"TFLite text {lite.text_path}  same outputs as the token-input model on raw text "
                   f"(max abs diff {f['text_vs_tokens_max_abs_diff']:.1e})")
+        if lite.mediapipe:
+            mp = lite.mediapipe
+            mp_agreement = (f"  argmax agreement {mp.fidelity['argmax_agreement']:.4f}"
+                            if "argmax_agreement" in mp.fidelity else "")
+            print(f"MediaPipe   {lite.mediapipe_path}  {len(mp.content) / 2**20:.1f} MiB  static length "
+                  f"{mp.seq_length}  cosine vs fp32 mean {mp.fidelity['cosine_mean']:.5f} min "
+                  f"{mp.fidelity['cosine_min']:.5f}{mp_agreement}  MediaPipe's tokenizer: {mp.tokenizer.summary()}  "
+                  f"{mp.seconds:.1f} s")
         print(f"report      {lite.report_paths[1]}")
     return 0
 

@@ -9,7 +9,7 @@ import numpy as np
 from tfbert.checkpoint.files import MANIFEST_NAME
 from tfbert.checkpoint.manifest import verify_manifest
 from tfbert.diagnose.config_checks import _error
-from tfbert.errors import CorruptCheckpointError, ExportError
+from tfbert.errors import BadInputError, CorruptCheckpointError, ExportError
 from tfbert.report import OK, WARN, Finding
 
 
@@ -33,6 +33,53 @@ def _manifest_findings(root: str) -> list[Finding]:
         for rel, exp, act in bad]
 
 
+def _mediapipe_findings(path: str, runner) -> list[Finding]:
+    """What MediaPipe Tasks' BERT preprocessor needs of a model (export's ``model_<q>_mediapipe.tflite``),
+    and the model run on ``[CLS] [SEP]`` as MediaPipe feeds it."""
+    from tfbert import tflite_metadata
+
+    def bad(message: str, expected, actual, error=BadInputError) -> list[Finding]:
+        return [_error("mediapipe", error(message, where=path, expected=expected, actual=actual,
+                                          fix="use model_<quantization>_mediapipe.tflite from python -m tfbert.export "
+                                              "--quantize"))]
+
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        metadata = tflite_metadata.read(content)
+    except ValueError as e:
+        return bad(f"its metadata is damaged ({e})", "TFLite Metadata (M001)", "unreadable", CorruptCheckpointError)
+    if metadata is None:
+        return bad("no TFLite Metadata: MediaPipe Tasks cannot tokenize text for this model",
+                   "a TFLITE_METADATA buffer with a BertTokenizer and the vocab packed", "none")
+    names = [t.name for t in metadata.inputs]
+    if sorted(names) != sorted(tflite_metadata.BERT_INPUTS):
+        return bad("input metadata does not name MediaPipe's BERT inputs", list(tflite_metadata.BERT_INPUTS), names)
+    if tflite_metadata.subgraph_count(content) != 1:
+        return bad("MediaPipe's text tasks take a model with one subgraph", 1,
+                   tflite_metadata.subgraph_count(content))
+    files = tflite_metadata.packed_files(content)
+    missing = [name for name in metadata.file_names() if name not in files]
+    if metadata.vocab is None or missing:
+        return bad("the tokenizer's files are not all packed in the model", metadata.file_names() or "a vocab file",
+                   f"missing {missing or 'a BertTokenizer'}", CorruptCheckpointError)
+    shapes = {tuple(int(n) for n in d["shape_signature"]) for d in runner.interpreter.get_input_details()}
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) != 2 or shape[0] != 1 or shape[1] < 2:
+        return bad("MediaPipe truncates texts only for a static input length", "[1, seq] on all three inputs",
+                   sorted(shapes))
+    vocab = files[metadata.vocab.name].decode("utf-8").splitlines()
+    ids = np.zeros(shape, np.int32)
+    ids[0, :2] = vocab.index("[CLS]"), vocab.index("[SEP]")
+    outputs = runner({"ids": ids, "mask": (ids != 0).astype(np.int32), "segment_ids": np.zeros_like(ids)})
+    heads = ", ".join(f"{name} {list(value.shape)}" for name, value in outputs.items())
+    labels = [f.name for t in metadata.outputs for f in t.files if f.type == tflite_metadata.TENSOR_AXIS_LABELS]
+    label_note = "".join(f", {n} ({len(files[n].decode('utf-8').splitlines())} labels)" for n in labels)
+    return [Finding("mediapipe", OK, f"MediaPipe Tasks model: BertTokenizer with {metadata.vocab.name} "
+                    f"({len(vocab)} tokens), inputs {', '.join(names)} int32 {list(shape)} (texts truncated to "
+                    f"{shape[1]} tokens), output {heads}{label_note}; runs in LiteRT")]
+
+
 def check_artifact(path: str) -> list[Finding]:
     """Integrity, loadability and signatures of an exported model; for a SavedModel also its ops, the
     oldest TF Serving that has them, and a load and warmup replay in TensorFlow's C++ loader."""
@@ -45,9 +92,12 @@ def check_artifact(path: str) -> list[Finding]:
                 "not a TFLite flatbuffer", where=path, expected="identifier TFL3 at byte 4",
                 actual=head[4:8] or "a short file", fix="export again"))]
         from tfbert.litert import LiteRTRunner
+        from tfbert.tflite_metadata import BERT_INPUTS
 
         try:
             runner = LiteRTRunner(path)
+            if runner.input_names == sorted(BERT_INPUTS) or path.endswith("_mediapipe.tflite"):
+                return [*findings, *_mediapipe_findings(path, runner)]
             if "text" in runner.input_names:  # a raw-text model (export --tflite_text_input)
                 outputs = runner({"text": ["a short sentence"]})
             else:

@@ -21,6 +21,7 @@ import numpy as np
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.deploy.ops import OpAudit
 from tfbert.export import layout, savedmodel, verify
+from tfbert.export.mediapipe import MediaPipeExport
 from tfbert.fidelity import fidelity
 from tfbert.model import label_names
 from tfbert.samples import EDGE_CASES, read_texts, split_texts
@@ -182,13 +183,18 @@ class TFLiteExport:
     seconds: float
     report_paths: tuple[str, str]
     text_path: str | None = None
+    mediapipe: MediaPipeExport | None = None  # model_<quantization>_mediapipe.tflite, when written
+
+    @property
+    def mediapipe_path(self) -> str | None:
+        return os.path.join(os.path.dirname(self.path), self.mediapipe.filename) if self.mediapipe else None
 
 
 def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir: str, name: str,
                   version: int, overwrite: bool = False, max_seq_length: int = 128,
                   calibration_texts: list[str] | None = None, held_out_texts: list[str] | None = None,
                   min_cosine: float = 0.99, min_agreement: float = 0.99, allow_accuracy_drop: bool = False,
-                  num_threads: int = 2, text_input: bool = False, speed_vs_fp32: bool = True,
+                  num_threads: int = 2, text_input: bool = False, speed_vs_fp32: bool = True, mediapipe: bool = True,
                   progress: Progress = lambda message: None) -> TFLiteExport:
     """Convert, measure against the float graph on held-out text, gate on accuracy, and publish a .tflite.
 
@@ -202,7 +208,11 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     ``model_<quantization>_text.tflite``, whose input is ``text`` (string [batch]) tokenized
     inside the model by tensorflow-text's TFLite kernels (:class:`tfbert.litert.LiteRTRunner`
     registers them); it is published only if its outputs equal the
-    token-input model's on the held-out texts plus edge cases.
+    token-input model's on the held-out texts plus edge cases. ``mediapipe`` adds
+    ``model_<quantization>_mediapipe.tflite`` for MediaPipe Tasks (:mod:`tfbert.export.mediapipe`:
+    static length ``max_seq_length``, tokenizer and labels in its metadata), gated like the
+    main model on the held-out texts fed as MediaPipe feeds them; the report compares
+    MediaPipe's tokenizer with tfbert's on them.
 
     Raises:
         ExportError: the float graph differs from the Keras model, or below the gate
@@ -211,6 +221,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
             token-input one — nothing is published.
     """
     from tfbert.errors import ExportError
+    from tfbert.export import mediapipe as mediapipe_export
     from tfbert.export import tflite
     from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.litert import LiteRTRunner
@@ -293,7 +304,16 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     filename = f"model_{quantization}.tflite"
     text_filename = f"model_{quantization}_text.tflite"
     with layout.staged_directory(target, overwrite=overwrite) as tmp:
-        for file, content in ((filename, converted), (text_filename, text_model)):
+        lite_mp = mediapipe_export.export(
+            graph, tokenizer, task=task, quantization=quantization, seq_length=max_seq_length, name=name,
+            version=version, labels=label_names(model.config.to_dict()) if task == "classify" else None,
+            held_out=held_out, reference=reference, compare_texts=held_out + EDGE_CASES, min_cosine=min_cosine,
+            min_agreement=min_agreement, allow_accuracy_drop=allow_accuracy_drop, num_threads=num_threads,
+            progress=progress) if mediapipe else None
+        if mediapipe:
+            report.summary.update(mediapipe_export.summary(lite_mp))
+        for file, content in ((filename, converted), (text_filename, text_model),
+                              *([(lite_mp.filename, lite_mp.content)] if lite_mp else [])):
             if content is not None:
                 with open(os.path.join(tmp, file), "wb") as f:
                     f.write(content)
@@ -303,7 +323,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     return TFLiteExport(os.path.join(target, filename), quantization, len(converted), scores, speedup, fp32_size,
                         layer_errors, time.perf_counter() - start,
                         tuple(os.path.join(target, os.path.basename(p)) for p in paths),
-                        os.path.join(target, text_filename) if text_model else None)
+                        os.path.join(target, text_filename) if text_model else None, lite_mp)
 
 
 def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],

@@ -110,7 +110,8 @@ class EncoderGraph:
                 "ln1": (g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias")),
                 "ln2": (g("output.LayerNorm.weight"), g("output.LayerNorm.bias"))}
 
-    def module(self, collect: bool = False, tokenizer=None, max_seq_length: int = 128):
+    def module(self, collect: bool = False, tokenizer=None, max_seq_length: int = 128,
+               fixed_length: int | None = None, output: str | None = None):
         """A tf.Module: ``forward(input_ids, attention_mask, token_type_ids=None)`` is the graph,
         and its ``__call__`` the TFLite entry point.
 
@@ -122,6 +123,10 @@ class EncoderGraph:
                 TFLite kernels (truncated to ``max_seq_length``) instead of ``input_ids`` /
                 ``attention_mask``.
             max_seq_length: truncation length of the in-graph tokenizer.
+            fixed_length: ``__call__`` then takes MediaPipe Tasks' BERT inputs instead: ``ids``,
+                ``mask`` and ``segment_ids``, int32 [1, fixed_length] (static), and returns only
+                ``output``.
+            output: the one output of a ``fixed_length`` module (e.g. ``sentence_embedding``).
         """
         tf = import_tensorflow()
         w, eps, heads = self.w, self.eps, self.heads
@@ -167,7 +172,10 @@ class EncoderGraph:
                 batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
                 # A run-time 1.0: multiplying the smoothing constants by it stops the converter
                 # from folding them back into the matmul weights (which would undo the smoothing).
-                one = tf.cast(tf.minimum(batch, 1), tf.float32)
+                # With a static batch (``fixed_length``) the batch size is a constant too: the mask's
+                # largest value is the run-time 1 there ([CLS] is never masked).
+                one = tf.cast(tf.minimum(batch if input_ids.shape[0] is None else tf.reduce_max(attention_mask), 1),
+                              tf.float32)
                 stats = {}
 
                 def dense(x, name, weight_bias):
@@ -190,6 +198,8 @@ class EncoderGraph:
                 if serving:
                     types = tf.zeros_like(input_ids) if token_type_ids is None else token_type_ids
                     x += tf.gather(const(w["bert.embeddings.token_type_embeddings.weight"]), types)
+                elif token_type_ids is not None:  # type 0 is in the positions already
+                    x += tf.gather(const(w["bert.embeddings.token_type_embeddings.weight"] - type0), token_type_ids)
                 x = norm(tf.reshape(x, [batch * seq, hidden]), const(w["bert.embeddings.LayerNorm.weight"]),
                          const(w["bert.embeddings.LayerNorm.bias"]))
                 mask = tf.cast(attention_mask, tf.float32)
@@ -253,4 +263,12 @@ class EncoderGraph:
                 ids = tokenizer.tokenize(text, max_seq_length)
                 return self.forward(ids["input_ids"], ids["attention_mask"])
 
+        class FixedGraph(Graph):
+            @tf.function(autograph=False, input_signature=[tf.TensorSpec([1, fixed_length], tf.int32, name=name)
+                                                           for name in ("ids", "mask", "segment_ids")])
+            def __call__(self, ids, mask, segment_ids):
+                return {output: self.forward(ids, mask, segment_ids)[output]}
+
+        if fixed_length is not None:
+            return FixedGraph()
         return TokenGraph() if tokenizer is None else TextGraph()
