@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 import tests.test_predict as predict_tests
@@ -275,28 +276,51 @@ def test_cli_runner_bad_inputs_are_one_line_exit_2(tiny_models, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith("o")]
 
 
+def _maps(process, path: str) -> bool:
+    try:
+        return any(m.path == path for m in process.memory_maps())
+    except psutil.Error:
+        return False
+
+
 def test_a_killed_worker_publishes_nothing(tiny_models, tmp_path):
+    """A worker killed while it runs the model (it has the .tflite mapped) fails the job, and
+    nothing is published: no output directory, no staging directory left."""
     source = tmp_path / "many.txt"
     source.write_text("\n".join(TEXTS * 500) + "\n", encoding="utf-8")
-    output = tmp_path / "out"
+    output, model = tmp_path / "out", os.path.realpath(tiny_models["tflite"])
     command = [sys.executable, "-m", "tfbert.predict", "--noprogress", "--runner=DirectRunner", f"--input={source}",
-               f"--output={output}", f"--model={tiny_models['tflite']}", f"--vocab={tiny_models['vocab']}",
-               "--max_length=32", *TWO_WORKERS]
+               f"--output={output}", f"--model={model}", f"--vocab={tiny_models['vocab']}", "--max_length=32",
+               "--batch_size=4", *TWO_WORKERS]
     with own_descendants() as find:
         job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONPATH=os.getcwd()))
-        deadline = time.monotonic() + 180
-        workers = []
-        while not workers and job.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            staged = [p for p in os.listdir(tmp_path) if ".staging-" in p]
-            workers = [w for w in find("apache_beam.runners.worker.sdk_worker_main")
-                       if w.name().startswith("python")] if staged else []
-        assert workers and job.poll() is None, "the job ended before a worker could be killed"
-        os.kill(workers[0].pid, signal.SIGKILL)
-        _, stderr = job.communicate(timeout=180)
+        try:
+            deadline, running = time.monotonic() + 180, []
+            while not running and job.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                running = [w for w in find("apache_beam.runners.worker.sdk_worker_main")
+                           if w.name().startswith("python") and _maps(w, model)]
+            assert running and job.poll() is None, "the job ended before a worker could be killed"
+            os.kill(running[0].pid, signal.SIGKILL)
+            _, stderr = job.communicate(timeout=180)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
         assert not living(wait_until_ended(find("sdk_worker_main"), timeout=60))
     assert job.returncode != 0
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("tfbert: error: --runner=")
     assert not output.exists()
     assert not [p for p in os.listdir(tmp_path) if ".staging-" in p]
+
+
+def test_doctor_reports_the_beam_environment():
+    from tfbert.diagnose.environment import beam_findings, installed_versions
+
+    here = beam_findings(installed_versions())
+    assert [f.status for f in here] == ["ok"] and "protobuf" in here[0].message and "DirectRunner" in here[0].message
+    broken = beam_findings({"apache-beam": "2.77.0", "protobuf": "7.36.2"})
+    assert broken[0].status == "error" and "protobuf<7" in broken[0].fix
+    absent = beam_findings({"apache-beam": None})
+    assert absent[0].status == "info" and "tfbert[beam]" in absent[0].fix

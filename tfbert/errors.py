@@ -99,6 +99,10 @@ class ExportError(TfbertError):
     """An export failed verification or its accuracy gate; nothing was published."""
 
 
+class PipelineError(TfbertError):
+    """A Beam job failed outside tfbert's code (a worker died, the runner gave up); nothing was published."""
+
+
 class NoLearningError(TfbertError):
     """Fine-tuning ran, but the classifier scores no more than 2 points above always predicting the
     most frequent class. The checkpoint was still saved (``result`` holds the

@@ -17,6 +17,7 @@ Progress is counted in Beam metrics (namespace ``tfbert``), which a runner's UI 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +41,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from tfbert import errors
 from tfbert.beam.handler import BertModelHandler
-from tfbert.errors import BadInputError, TfbertError
+from tfbert.errors import BadInputError, PipelineError, TfbertError
 from tfbert.predict import TextFile, resolve_backend
 from tfbert.predict.pipeline import infer_format
 from tfbert.tf import import_tensorflow
@@ -116,20 +118,25 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
         "--default_sdk_harness_log_level=ERROR"]  # worker processes log every channel they open at INFO
     options = PipelineOptions([f"--runner={runner}", *quiet, *pipeline_args])
     start = time.monotonic()
-    try:
-        pipeline = beam.Pipeline(options=options)
-        _build(pipeline, files, staging, handler, input_format, text_field, text_column)
-        result = pipeline.run()
-        _wait(result, progress)
-        counters = _counters(result)
-        manifest = _manifest(staging, files, handler, counters, input_pattern, runner)
-        _publish(staging, output, manifest, overwrite)
-    except Exception as e:
-        _remove(staging)
-        raised = worker_error(e)
-        if raised is None:
-            raise
-        raise raised from None
+    with _runner_thread_errors() as thread_errors:
+        try:
+            pipeline = beam.Pipeline(options=options)
+            _build(pipeline, files, staging, handler, input_format, text_field, text_column)
+            result = pipeline.run()
+            _wait(result, progress)
+            counters = _counters(result)
+            manifest = _manifest(staging, files, handler, counters, input_pattern, runner)
+            _publish(staging, output, manifest, overwrite)
+        except Exception as e:
+            _remove(staging)
+            raised = worker_error(e)
+            if raised is None:
+                seen = "; ".join(dict.fromkeys(thread_errors))
+                raised = PipelineError(f"the Beam job failed ({type(e).__name__}: {_first_line(e)}"
+                                       + (f"; runner threads: {seen}" if seen else "") + ")",
+                                       where=f"--runner={runner}", fix="nothing was published; rerun (with --verbose "
+                                       "for the runner's log)")
+            raise raised from None
     seconds = time.monotonic() - start
     if progress is not None:
         progress(f"done: {manifest['rows']} rows in {len(manifest['shards'])} shards, {manifest['errors']} errors, "
@@ -172,6 +179,33 @@ def worker_error(error: BaseException) -> TfbertError | None:
     name, line = found[-1]
     cls = getattr(errors, name, None)
     return cls(_strip_step(line)) if isinstance(cls, type) and issubclass(cls, TfbertError) else None
+
+
+@contextlib.contextmanager
+def _runner_thread_errors() -> Iterator[list[str]]:
+    """Collect the exceptions that end runner threads while the job runs, as one-liners.
+
+    When a worker dies, the DirectRunner's gRPC threads end with tracebacks of their own;
+    the job's failure already says so, so they are logged (shown with --verbose), and their
+    first lines join the job's one-line error.
+    """
+    seen: list[str] = []
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        seen.append(f"{args.exc_type.__name__}: {_first_line(args.exc_value)}")
+        log.info("a Beam runner thread ended", exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    threading.excepthook = hook
+    try:
+        yield seen
+    finally:
+        threading.excepthook = previous
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip() if error is not None else ""
+    return text.splitlines()[0][:200] if text else ""
 
 
 def _strip_step(line: str) -> str:
