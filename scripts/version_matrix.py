@@ -228,16 +228,26 @@ def _done(row: Row, started: float) -> Row:
 
 
 def to_markdown(rows: list[Row], machine: str) -> str:
-    lines = [f"Measured {datetime.date.today()} on {machine} (`python scripts/version_matrix.py`).", "",
-             "| cell | installed | install | tests | export --quantize | int8 MiB | int8 cosine | int8 speed vs fp32 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["# Supported versions", "",
+             "Each row is a fresh venv holding one stack: TensorFlow with the same minor of tf-keras and",
+             "tensorflow-text, a transformers line (4.44 and 4.57: Hugging Face's TFBertModel; 5: no TF classes,",
+             "so tfbert builds its own Keras BERT) and NumPy 1 or 2. tfbert is installed into it with the stack",
+             "held (`pip install -c pins.txt -e .`), then the core tests (" + ", ".join(f"`{t}`" for t in CORE_TESTS)
+             + ") and the default `python -m tfbert.export --quantize` run.", "",
+             "Made by `python scripts/version_matrix.py --cells <ids> --out docs/version_matrix` (`--list` shows",
+             "the 21 cells); rows of cells not run keep their last result, each with its machine and source commit.",
+             "",
+             f"Last run {datetime.date.today()} on {machine}.", "",
+             "| cell | installed | install | tests | export --quantize | int8 MiB | int8 cosine | int8 speed vs fp32 "
+             "| source |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stack = ", ".join(f"{k} {v}" for k, v in r.installed.items()
                           if k in ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "numpy"))
         failed = f" ({', '.join(t.split('::')[-1] for t in r.failed_tests)})" if r.failed_tests else ""
         cells = [r.cell, stack or "-", r.install or "-", (r.tests or "-") + failed, r.export or "-",
                  _number(r.int8_mib, "{:.1f}"), _number(r.int8_cosine_mean, "{:.4f}"),
-                 _number(r.int8_speed_vs_fp32, "{:.2f}x")]
+                 _number(r.int8_speed_vs_fp32, "{:.2f}x"), r.source]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

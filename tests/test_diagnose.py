@@ -288,6 +288,15 @@ def test_without_hugging_face_tf_classes_the_doctor_names_tfberts_keras_bert(tra
     assert "model class: Hugging Face's TFBertModel" in check_environment(GOOD, env={})[0].message
 
 
+def test_tensorflow_216_warns_that_its_tflite_export_is_broken():
+    # The version matrix's TF 2.16 cell: per-tensor int8 weights (cosine 0.9645) and a LiteRT segfault.
+    stack = {**GOOD, "tensorflow": "2.16.2", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1", "numpy": "1.26.4"}
+    warning = [f for f in check_environment(stack, env={}) if f.status == "warn"]
+    assert len(warning) == 1 and "TFLite export" in warning[0].message and "tensorflow==2.21.*" in warning[0].fix
+    assert not [f for f in check_environment({**stack, "tensorflow": "2.18.1", "tf-keras": "2.18.0",
+                                              "tensorflow-text": "2.18.1"}, env={}) if f.status != "ok"]
+
+
 def test_transformers_455_is_reported_but_not_an_error():
     findings = check_environment({**GOOD, "transformers": "4.57.1"}, env={})
     assert not [f for f in findings if f.status == "error"]
