@@ -177,11 +177,7 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
 
     env = dict(os.environ, TFBERT_CACHE=os.path.join(cell_dir, "cache"), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
-    code, output = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CORE_TESTS], log_path,
-                       cwd=source, env=env)
-    summary = last_line(output, r"\d+ (passed|failed|error)")
-    row.tests = summary if summary and code in (0, 1) else f"{exit_text(code)}: {summary or last_line(output)}"
-    row.failed_tests = sorted({m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", output, re.M)})
+    row.tests, row.failed_tests = run_tests(python, source, env, log_path)
 
     export_dir = os.path.join(cell_dir, "exported")
     shutil.rmtree(export_dir, ignore_errors=True)
@@ -192,6 +188,26 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
     for path in reports:
         _read_tflite_report(path, row)
     return _done(row, started)
+
+
+def run_tests(python: str, source: str, env: dict, log_path: str, retries: int = 3) -> tuple[str, list[str]]:
+    """Run the core tests; a test that kills the process (a segfault) is named, deselected and the
+    rest run again, so one crash does not hide the other results."""
+    crashed: list[str] = []
+    for _ in range(retries + 1):
+        deselect = [f"--deselect={test}" for test in crashed]
+        code, output = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *deselect, *CORE_TESTS],
+                           log_path, cwd=source, env=env)
+        failed = sorted({m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", output, re.M)})
+        frames = re.findall(r'File "[^"]*/(tests/test_\w+\.py)", line \d+ in (test_\w+)', output)
+        if code >= 0 or not frames:
+            break
+        crashed.append("::".join(frames[0]))
+    summary = last_line(output, r"\d+ (passed|failed|error)")
+    text = summary if summary and code in (0, 1) else f"{exit_text(code)}: {summary or last_line(output)}"
+    if crashed:
+        text += "; crashed the process (deselected): " + ", ".join(crashed)
+    return text, failed + [f"{test} (crash)" for test in crashed]
 
 
 def _read_tflite_report(path: str, row: Row) -> None:
