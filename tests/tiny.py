@@ -31,17 +31,36 @@ HF_CLASSES = {"embed": "TFBertModel", "classify": "TFBertForSequenceClassificati
               "fill_mask": "TFBertForMaskedLM"}
 
 
+def hf_tf_classes():
+    """transformers, where it has its TF classes (4.x); None beside transformers 5 or without it."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers if hasattr(transformers, "TFBertModel") else None
+
+
 def reference_model(task: str = "embed", config: dict | None = None, seed: int = 0):
-    """A Hugging Face TF model with random weights (the independent reference)."""
+    """A Hugging Face TF model with random weights (the independent reference).
+
+    Where transformers has no TF classes (the version matrix's transformers 5 cells) it is tfbert's
+    own Keras BERT instead, whose equality with Hugging Face's is tested where both exist
+    (tests/test_keras_bert.py); CI's environment has transformers 4.x.
+    """
     import tensorflow as tf
-    import transformers
 
     tf.random.set_seed(seed)
     cfg = dict(TINY_CONFIG, **(config or {}))
     if task == "classify":
         cfg.setdefault("id2label", {0: "negative", 1: "positive", 2: "neutral"})
-    model = getattr(transformers, HF_CLASSES[task])(transformers.BertConfig(**cfg))
-    model(model.dummy_inputs)
+    transformers = hf_tf_classes()
+    if transformers is None:
+        from tfbert import keras_bert
+
+        model = keras_bert.build(cfg, task)
+    else:
+        model = getattr(transformers, HF_CLASSES[task])(transformers.BertConfig(**cfg))
+        model(model.dummy_inputs)
     # Non-trivial biases and LayerNorm parameters, so a missed mapping shows in the outputs.
     rng = np.random.default_rng(seed)
     for v in model.weights:
@@ -51,7 +70,12 @@ def reference_model(task: str = "embed", config: dict | None = None, seed: int =
 
 
 def pt_state_dict(model) -> dict[str, np.ndarray]:
-    """The model's weights as a PyTorch-layout state dict, named by Hugging Face's converter."""
+    """The model's weights as a PyTorch-layout state dict, named by Hugging Face's converter (by
+    tfbert's own where transformers has no TF classes)."""
+    if hf_tf_classes() is None:
+        from tfbert.checkpoint.write import state_dict
+
+        return state_dict(model)
     from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
 
     out = {}
