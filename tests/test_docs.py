@@ -154,6 +154,7 @@ def test_troubleshooting_quotes_the_doctors_own_lines():
     changes = [{"transformers": "5.0.0"}, {"transformers": "4.40.0"}, {"transformers": "4.57.1"}, {"tf-keras": None},
                {"tf-keras": "2.19.0"}, {"tensorflow-text": "2.20.0"}, {"tensorflow-text": None}, {"tensorflow": None},
                {"tensorflow": "2.16.1", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1"}, {"safetensors": None},
+               {"tensorflow": "2.16.2", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1", "numpy": "1.26.4"},
                {"ai-edge-litert": None}]
     findings = [f for change in changes for f in check_environment({**stack, **change}, env={})]
     findings += check_environment(stack, env={"TF_USE_LEGACY_KERAS": "0"})
