@@ -38,7 +38,8 @@ TEXTS = ["the cat sat on the red mat", "a dog ran", "", "hello world!", "the bir
 def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
     from transformers import BertTokenizerFast
 
-    from tfbert.export.savedmodel import read_warmup_requests
+    from tensorflow_serving.apis import prediction_log_pb2  # TF Serving's own classes read the records
+
     from tfbert.tf import import_tensorflow
 
     reference, directory = classifier
@@ -49,11 +50,14 @@ def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
                  "assets.extra/tf_serving_warmup_requests"):
         assert (version_dir / name).is_file(), name
     assert (version_dir / "assets/labels.txt").read_text().split() == ["negative", "positive", "neutral"]
-    requests = read_warmup_requests(str(version_dir / "assets.extra/tf_serving_warmup_requests"))
-    assert requests and all(r.model_spec.name == "tiny" and r.model_spec.signature_name == "serving_default"
-                            for r in requests)
-
     tf = import_tensorflow()
+    records = tf.data.TFRecordDataset(str(version_dir / "assets.extra/tf_serving_warmup_requests"))
+    requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request
+                for r in records.as_numpy_iterator()]
+    sent = [tf.make_ndarray(r.inputs["text"]).tolist() for r in requests]
+    assert [len(texts) for texts in sent] == [1, 2, 4, 8]  # one request per power-of-two batch size
+    assert all(texts == sent[-1][:len(texts)] for texts in sent) and sent[-1][:5] == [t.encode() for t in TEXTS]
+    assert all(r.model_spec.name == "tiny" and r.model_spec.signature_name == "serving_default" for r in requests)
     loaded = tf.saved_model.load(str(version_dir))
     served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
     hf_tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
@@ -152,7 +156,7 @@ def test_failed_verification_publishes_nothing(classifier, tmp_path, monkeypatch
     monkeypatch.setattr(verify.FreshProcessRun, "result", broken)
     with pytest.raises(errors.ExportError):
         _export(directory, tmp_path)
-    assert os.listdir(tmp_path / "tiny") == []
+    assert list(tmp_path.iterdir()) == []  # no version, no staging directory, no empty model directory
 
 
 def test_export_graph_that_differs_from_keras_is_refused(classifier, tmp_path, monkeypatch):

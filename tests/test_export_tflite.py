@@ -226,7 +226,7 @@ def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neit
 
     done = export()
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "verified in a fresh process" in done.stdout and "cosine vs fp32" in done.stdout
+    assert "verified with TensorFlow's C++ loader" in done.stdout and "cosine vs fp32" in done.stdout
     assert sorted(p.name for p in (out / "tiny").iterdir()) == ["1"]
     assert (out / "tiny" / "1" / "SHA256SUMS").is_file()
     assert (out / "tiny-tflite" / "1" / "model_int8.tflite").is_file()

@@ -58,7 +58,8 @@ _progress = common.progress_writer("export")
 def main(argv: list[str]) -> int:
     common.quiet_tensorflow()
     from tfbert.checkpoint import find_checkpoint
-    from tfbert.export import export_tflite, saved_model_export
+    from tfbert.errors import BadInputError
+    from tfbert.export import export_tflite, layout, saved_model_export
     from tfbert.model import load
     from tfbert.samples import read_texts, split_texts
     from tfbert.tokenizer import BertTokenizer
@@ -74,25 +75,32 @@ def main(argv: list[str]) -> int:
     _progress("building the tokenizer")
     tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
     saved = lite = None
-    with contextlib.ExitStack() as stack:
-        # The SavedModel is verified in a fresh process while the TFLite model is converted;
-        # both are published only when the block ends without an error.
-        pending = stack.enter_context(saved_model_export(
-            model, tokenizer, task=FLAGS.task, vocab_file=files.vocab, output_dir=FLAGS.output_dir, name=name,
-            version=FLAGS.version, overwrite=FLAGS.overwrite, max_seq_length=FLAGS.max_seq_length,
-            top_k=FLAGS.top_k, progress=_progress)) if FLAGS.saved_model else None
-        if FLAGS.quantize:
-            lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
-                                 output_dir=FLAGS.output_dir, name=name,
-                                 version=pending.version if pending else (FLAGS.version or 1),
-                                 overwrite=FLAGS.overwrite, max_seq_length=FLAGS.max_seq_length,
-                                 calibration_texts=calibration, held_out_texts=held_out,
-                                 min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
-                                 allow_accuracy_drop=FLAGS.allow_accuracy_drop, text_input=FLAGS.tflite_text_input,
-                                 speed_vs_fp32=FLAGS.tflite_speed, mediapipe=FLAGS.tflite_mediapipe,
-                                 progress=_progress)
-        if pending:
-            saved = pending.finish()
+    model_dir = layout.safe_name(name)
+    subdirs = [model_dir] * FLAGS.saved_model + [layout.tflite_dir(model_dir)] * FLAGS.quantize
+    if not subdirs:
+        raise BadInputError("nothing to export", where="--nosaved_model", fix="add --quantize for TFLite models")
+    # One version for every artifact, reserved now (another export into the same model takes the
+    # next one) and published when the block ends — all of them, or none if anything fails.
+    with layout.reserve(FLAGS.output_dir, subdirs, FLAGS.version, FLAGS.overwrite, _progress) as publication:
+        with contextlib.ExitStack() as stack:
+            # The SavedModel is verified in a fresh process while the TFLite model is converted.
+            pending = stack.enter_context(saved_model_export(
+                model, tokenizer, task=FLAGS.task, vocab_file=files.vocab, output_dir=FLAGS.output_dir, name=name,
+                max_seq_length=FLAGS.max_seq_length, top_k=FLAGS.top_k, publication=publication,
+                progress=_progress)) if FLAGS.saved_model else None
+            if FLAGS.quantize:
+                lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
+                                     output_dir=FLAGS.output_dir, name=name, max_seq_length=FLAGS.max_seq_length,
+                                     calibration_texts=calibration, held_out_texts=held_out,
+                                     min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
+                                     allow_accuracy_drop=FLAGS.allow_accuracy_drop,
+                                     text_input=FLAGS.tflite_text_input, speed_vs_fp32=FLAGS.tflite_speed,
+                                     mediapipe=FLAGS.tflite_mediapipe,
+                                     publication=publication, progress=_progress)
+            if pending:
+                pending.finish()
+    if pending:
+        saved = pending.published()
     if saved:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in saved.max_abs_diff.items())
         print(f"SavedModel  {saved.path}  {saved.size_bytes / 2**20:.1f} MiB  signatures "

@@ -20,6 +20,7 @@ import numpy as np
 
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.deploy.ops import OpAudit
+from tfbert.deploy.warmup import write_warmup_requests
 from tfbert.export import layout, savedmodel, verify
 from tfbert.export.mediapipe import MediaPipeExport
 from tfbert.fidelity import fidelity
@@ -53,15 +54,23 @@ class PendingSavedModel:
     """A SavedModel version written to its staging directory and being verified in a fresh process.
 
     :meth:`finish` waits for the verification; the version is published when the
-    :func:`saved_model_export` block ends.
+    :func:`saved_model_export` block ends (or the caller's :func:`tfbert.export.layout.reserve`
+    block, when it passed its own ``publication``).
     """
 
-    def __init__(self, run: verify.FreshProcessRun, expected: dict, staging: str, target: str, version: int,
-                 texts: int, start: float, progress: Progress) -> None:
-        self.version, self.path = version, target
-        self._run, self._expected, self._staging = run, expected, staging
+    def __init__(self, run: verify.FreshProcessRun, expected: dict, publication: layout.VersionPublication,
+                 subdir: str, texts: int, start: float, progress: Progress) -> None:
+        self._run, self._expected, self._publication, self._subdir = run, expected, publication, subdir
         self._texts, self._start, self._progress = texts, start, progress
         self._result: SavedModelExport | None = None
+
+    @property
+    def version(self) -> int:
+        return self._publication.version
+
+    @property
+    def path(self) -> str:
+        return self._publication.target(self._subdir)
 
     def finish(self) -> SavedModelExport:
         """Wait for the fresh-process verification and compare every signature's outputs.
@@ -74,19 +83,25 @@ class PendingSavedModel:
                 self._progress("waiting for the SavedModel's fresh-process verification")
             check = self._run.result()
             worst = verify.compare_outputs(self._expected, check.outputs, where=self.path)
-            write_manifest(self._staging)
+            staging = self._publication.staging(self._subdir)
+            write_manifest(staging)
             self._result = SavedModelExport(path=self.path, version=self.version, signatures=sorted(self._expected),
-                                            max_abs_diff=worst, size_bytes=_size(self._staging),
+                                            max_abs_diff=worst, size_bytes=_size(staging),
                                             seconds=time.perf_counter() - self._start, verified_texts=self._texts,
                                             op_audit=check.audit, warmup_requests=len(check.warmup_outputs),
                                             warmup_max_abs_diff=check.warmup_max_abs_diff)
         return self._result
+
+    def published(self) -> SavedModelExport:
+        """The result with the path and version it was published under."""
+        return dataclasses.replace(self.finish(), path=self.path, version=self.version)
 
 
 @contextlib.contextmanager
 def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_dir: str, name: str,
                        version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
                        top_k: int = 5, texts: list[str] | None = None,
+                       publication: layout.VersionPublication | None = None,
                        progress: Progress = lambda message: None) -> Iterator[PendingSavedModel]:
     """Write a TF Serving SavedModel version and verify it in a fresh process while the caller goes on.
 
@@ -95,41 +110,45 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
     takes to import TensorFlow and load the files. The version is published (renamed into
     place) when the block ends, after :meth:`PendingSavedModel.finish` — called then if the
     block did not. If the block raises, the process is stopped and nothing is published.
+    With ``publication`` (a :func:`tfbert.export.layout.reserve` block of the caller's), the
+    version is that one's and is published when the caller's block ends, with the others.
 
-    Args: as :func:`export_saved_model`.
+    Args: as :func:`export_saved_model`, and ``publication``.
 
     Example:
-        >>> with saved_model_export(model, tokenizer, task="embed", vocab_file=vocab,
-        ...                         output_dir="exported", name="minilm") as pending:
-        ...     lite = export_tflite(model, tokenizer, task="embed", quantization="int8",
-        ...                          output_dir="exported", name="minilm", version=pending.version)
-        ...     saved = pending.finish()
+        >>> with layout.reserve("exported", ["minilm", "minilm-tflite"]) as publication:
+        ...     with saved_model_export(model, tokenizer, task="embed", vocab_file=vocab, output_dir="exported",
+        ...                             name="minilm", publication=publication) as pending:
+        ...         lite = export_tflite(model, tokenizer, task="embed", quantization="int8",
+        ...                              output_dir="exported", name="minilm", publication=publication)
+        ...         saved = pending.finish()
+        >>> saved = pending.published()
     """
     start = time.perf_counter()
-    model_dir = os.path.join(output_dir, layout.safe_name(name))
-    for stale in layout.remove_stale_temporaries(model_dir):
-        progress(f"removed {stale} left by an interrupted export")
-    version = layout.resolve_version(model_dir, version, overwrite)
-    target = os.path.join(model_dir, str(version))
-    held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
-    progress(f"tracing the serving signatures ({task}) and checking them against the Keras model on "
-             f"{len(held_out)} held-out texts")
-    module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
-    inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
-    expected = savedmodel.run_signatures(module, inputs)
-    _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
-                         where=target)
-    labels = label_names(model.config.to_dict()) if task == "classify" else None
-    with layout.staged_directory(target, overwrite=overwrite) as tmp:
-        progress(f"writing the SavedModel to {target}")
+    subdir = layout.safe_name(name)
+    with contextlib.ExitStack() as stack:
+        if publication is None:
+            publication = stack.enter_context(layout.reserve(output_dir, [subdir], version, overwrite, progress))
+        target = publication.target(subdir)
+        held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
+        progress(f"tracing the serving signatures ({task}) and checking them against the Keras model on "
+                 f"{len(held_out)} held-out texts")
+        module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
+        inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
+        expected = savedmodel.run_signatures(module, inputs)
+        _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
+                             where=target)
+        labels = label_names(model.config.to_dict()) if task == "classify" else None
+        tmp = publication.staging(subdir)
+        progress(f"writing the SavedModel for {target}")
         savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
-        savedmodel.write_warmup_requests(tmp, name, held_out[:8])
+        write_warmup_requests(tmp, name, held_out[:8])
         progress("verifying: loading the SavedModel in a fresh process with TF Serving's C++ loader "
                  "(in the background)")
         run = verify.FreshProcessRun(tmp, inputs, module)
         del module
         try:
-            pending = PendingSavedModel(run, expected, tmp, target, version, len(held_out), start, progress)
+            pending = PendingSavedModel(run, expected, publication, subdir, len(held_out), start, progress)
             yield pending
             pending.finish()
         finally:
@@ -157,12 +176,14 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
     Raises:
         ExportError: the serving graph differs from the Keras model, or the files reloaded in
             a fresh process do not reproduce it; nothing was published.
-        BadInputError: the version exists and ``overwrite`` is False, or a bad name.
+        BadInputError: the version exists and ``overwrite`` is False, another export is
+            writing it, or a bad name.
     """
     with saved_model_export(model, tokenizer, task=task, vocab_file=vocab_file, output_dir=output_dir, name=name,
                             version=version, overwrite=overwrite, max_seq_length=max_seq_length, top_k=top_k,
                             texts=texts, progress=progress) as pending:
-        return pending.finish()
+        pending.finish()
+    return pending.published()
 
 
 @dataclasses.dataclass
@@ -171,9 +192,12 @@ class TFLiteExport:
 
     ``speedup_vs_fp32`` and ``fp32_size_bytes`` are None when the fp32 comparison was
     skipped (``speed_vs_fp32=False``); ``text_path`` is the raw-text model, when asked for.
+    The paths are those of the published version (known once its publication has ended).
     """
 
-    path: str
+    publication: layout.VersionPublication
+    subdir: str
+    filename: str
     quantization: str
     size_bytes: int
     fidelity: dict[str, float]
@@ -181,9 +205,25 @@ class TFLiteExport:
     fp32_size_bytes: int | None
     layer_errors: list[dict[str, float]]
     seconds: float
-    report_paths: tuple[str, str]
-    text_path: str | None = None
+    report_files: tuple[str, str]
+    text_filename: str | None = None
     mediapipe: MediaPipeExport | None = None  # model_<quantization>_mediapipe.tflite, when written
+
+    @property
+    def version(self) -> int:
+        return self.publication.version
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.publication.target(self.subdir), self.filename)
+
+    @property
+    def report_paths(self) -> tuple[str, ...]:
+        return tuple(os.path.join(self.publication.target(self.subdir), f) for f in self.report_files)
+
+    @property
+    def text_path(self) -> str | None:
+        return os.path.join(self.publication.target(self.subdir), self.text_filename) if self.text_filename else None
 
     @property
     def mediapipe_path(self) -> str | None:
@@ -191,16 +231,20 @@ class TFLiteExport:
 
 
 def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir: str, name: str,
-                  version: int, overwrite: bool = False, max_seq_length: int = 128,
+                  version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
                   calibration_texts: list[str] | None = None, held_out_texts: list[str] | None = None,
                   min_cosine: float = 0.99, min_agreement: float = 0.99, allow_accuracy_drop: bool = False,
                   num_threads: int = 2, text_input: bool = False, speed_vs_fp32: bool = True, mediapipe: bool = True,
+                  publication: layout.VersionPublication | None = None,
                   progress: Progress = lambda message: None) -> TFLiteExport:
     """Convert, measure against the float graph on held-out text, gate on accuracy, and publish a .tflite.
 
     Writes ``<output_dir>/<name>-tflite/<version>/model_<quantization>.tflite`` with
     ``report.json`` / ``report.md`` and a ``SHA256SUMS`` manifest, all staged and renamed
-    into place only when the accuracy gate passes (or ``allow_accuracy_drop``).
+    into place only when the accuracy gate passes (or ``allow_accuracy_drop``). ``version``
+    None is the next free one; with ``publication`` (the caller's
+    :func:`tfbert.export.layout.reserve` block) the files are staged in it and published with
+    the caller's other artifacts when that block ends.
 
     Fidelity is measured against the float32 TensorFlow graph the .tflite was converted
     from (itself checked against the Keras model); ``speed_vs_fp32`` also converts an fp32
@@ -300,13 +344,16 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                           where=f"{name} {quantization}", expected=report.summary["accuracy_gate"], actual=worst,
                           fix="use --quantization=dynamic or fp16, more representative --calibration_data, "
                               "or --allow_accuracy_drop to publish anyway")
-    target = os.path.join(output_dir, f"{layout.safe_name(name)}-tflite", str(version))
+    subdir = layout.tflite_dir(layout.safe_name(name))
     filename = f"model_{quantization}.tflite"
     text_filename = f"model_{quantization}_text.tflite"
-    with layout.staged_directory(target, overwrite=overwrite) as tmp:
+    with contextlib.ExitStack() as stack:
+        if publication is None:
+            publication = stack.enter_context(layout.reserve(output_dir, [subdir], version, overwrite, progress))
+        tmp = publication.staging(subdir)
         lite_mp = mediapipe_export.export(
             graph, tokenizer, task=task, quantization=quantization, seq_length=max_seq_length, name=name,
-            version=version, labels=label_names(model.config.to_dict()) if task == "classify" else None,
+            version=publication.version, labels=label_names(model.config.to_dict()) if task == "classify" else None,
             held_out=held_out, reference=reference, compare_texts=held_out + EDGE_CASES, min_cosine=min_cosine,
             min_agreement=min_agreement, allow_accuracy_drop=allow_accuracy_drop, num_threads=num_threads,
             progress=progress) if mediapipe else None
@@ -320,10 +367,9 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         report.summary["seconds"] = time.perf_counter() - start
         paths = report.write(os.path.join(tmp, "report"))
         write_manifest(tmp)
-    return TFLiteExport(os.path.join(target, filename), quantization, len(converted), scores, speedup, fp32_size,
-                        layer_errors, time.perf_counter() - start,
-                        tuple(os.path.join(target, os.path.basename(p)) for p in paths),
-                        os.path.join(target, text_filename) if text_model else None, lite_mp)
+    return TFLiteExport(publication, subdir, filename, quantization, len(converted), scores, speedup, fp32_size,
+                        layer_errors, time.perf_counter() - start, tuple(os.path.basename(p) for p in paths),
+                        text_filename if text_model else None, lite_mp)
 
 
 def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
