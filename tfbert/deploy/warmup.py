@@ -1,4 +1,5 @@
-"""TF Serving's warmup file read as the server reads it: TFRecords of ``PredictionLog`` requests.
+"""TF Serving's warmup file, written by the export and read as the server reads it: TFRecords of
+``PredictionLog`` requests.
 
 TF Serving replays ``assets.extra/tf_serving_warmup_requests`` when it loads a version and
 fails the load if a record does not fit the SavedModel (a signature it lacks, other inputs).
@@ -86,6 +87,34 @@ def tensor_from_proto(proto) -> np.ndarray:
     if len(values) == 1 and count > 1:  # a single value fills the tensor, as in tf.make_ndarray
         values = values * count
     return np.array(values, dtype=dtype).reshape(shape)
+
+
+def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> str:
+    """Write ``directory``'s warmup file: one ``serving_default`` request per batch size 1, 2, 4, ...
+    up to ``len(texts)``, so the first real requests of each common size do not pay for graph
+    warm-up. Runs where TensorFlow is imported (the export).
+
+    Returns:
+        The file's path.
+    """
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    protos = import_protos()
+    path = os.path.join(directory, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sizes = [1]
+    while sizes[-1] * 2 <= len(texts):
+        sizes.append(sizes[-1] * 2)
+    with tf.io.TFRecordWriter(path) as writer:
+        for size in sizes:
+            log = protos.PredictionLog()
+            request = log.predict_log.request
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = DEFAULT_SIGNATURE
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts[:size], dtype=tf.string))
+            writer.write(log.SerializeToString())
+    return path
 
 
 def read_warmup_requests(directory: str, protos: types.SimpleNamespace | None = None) -> list:

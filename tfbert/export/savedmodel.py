@@ -20,7 +20,6 @@ from tfbert.tf import import_tensorflow
 
 SERVING_DEFAULT = "serving_default"
 TOKENIZED = "tokenized"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5):
@@ -97,40 +96,3 @@ def write_saved_model(module, directory: str, *, vocab_file: str, labels: list[s
     if labels is not None:
         with open(os.path.join(assets, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
-
-
-def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> str:
-    """``assets.extra/tf_serving_warmup_requests``: PredictionLog records TF Serving replays on load.
-
-    One request per batch size 1, 2, 4, ... up to ``len(texts)``, so the first real requests
-    of each common size do not pay for graph warm-up.
-    """
-    tf = import_tensorflow()
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    path = os.path.join(directory, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sizes = [1]
-    while sizes[-1] * 2 <= len(texts):
-        sizes.append(sizes[-1] * 2)
-    with tf.io.TFRecordWriter(path) as writer:
-        for size in sizes:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model_name
-            request.model_spec.signature_name = SERVING_DEFAULT
-            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts[:size], dtype=tf.string))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
-
-
-def read_warmup_requests(path: str) -> list:
-    """The PredictRequests in a warmup file (for verification and tests)."""
-    tf = import_tensorflow()
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    requests = []
-    for record in tf.data.TFRecordDataset(path):
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        requests.append(log.predict_log.request)
-    return requests
