@@ -6,7 +6,11 @@ LiteRT when it is built, and tensorflow-text's kernels only for a raw-text model
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -62,6 +66,8 @@ class LiteRTRunner:
 
             self.interpreter = InterpreterWithCustomOps(num_threads=num_threads,
                                                         custom_op_registerers=tflite_op_registerers(), **kwargs)
+        with _without_delegate_banner():  # the first allocation in a process creates the delegate
+            self.interpreter.allocate_tensors()
         signature = self.interpreter.get_signature_runner()
         self._inputs = {name: d["index"] for name, d in signature.get_input_details().items()}
         self._outputs = {name: d["index"] for name, d in signature.get_output_details().items()}
@@ -93,6 +99,39 @@ class LiteRTRunner:
             self.interpreter.set_tensor(index, arrays[name])
         self.interpreter.invoke()
         return {name: self.interpreter.get_tensor(index) for name, index in self._outputs.items()}
+
+
+_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+@contextlib.contextmanager
+def _without_delegate_banner() -> Iterator[None]:
+    """Drop LiteRT's ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` line (unless
+    ``--verbose``), and pass everything else the block writes to stderr through.
+
+    LiteRT's C++ logger writes it straight to file descriptor 2 when the first interpreter of a
+    process allocates its tensors, and has no Python switch (only C++'s
+    ``LoggerOptions::SetMinimumLogSeverity``), so the descriptor is pointed at a temporary
+    file for the block, and what it caught is written back without that line.
+    """
+    if os.environ.get("TFBERT_VERBOSE") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                caught.seek(0)
+                rest = caught.read().replace(_BANNER, b"")
+                if rest:
+                    os.write(2, rest)
+    finally:
+        os.close(saved)
 
 
 def _as_input(value) -> np.ndarray:

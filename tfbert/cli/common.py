@@ -49,6 +49,7 @@ def run(main: Callable[[list[str]], int | None], command: str) -> None:
         logging.basicConfig(level=logging.INFO if FLAGS.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.WARNING)
+        quiet_tensorflow()
         if len(argv) > 1:
             sys.stderr.write(f"tfbert.{command}: error: unexpected arguments {argv[1:]} — fix: pass options as "
                              "--flags (see --help)\n")
@@ -75,8 +76,13 @@ def _fail(line: str, code: int = 2) -> int:
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ logs out of the output unless --verbose."""
+    """Keep the libraries' own chatter out of the output unless --verbose: TensorFlow's C++ logs,
+    transformers' deprecation banner, LiteRT's delegate line (:mod:`tfbert.litert` reads
+    ``TFBERT_VERBOSE``). Must run before they are imported."""
     import os
 
-    if not FLAGS.verbose:
+    if FLAGS.verbose:
+        os.environ["TFBERT_VERBOSE"] = "1"
+    else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
