@@ -36,9 +36,8 @@ TEXTS = ["the cat sat on the red mat", "a dog ran", "", "hello world!", "the bir
 
 
 def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
-    from transformers import BertTokenizerFast
-
     from tensorflow_serving.apis import prediction_log_pb2  # TF Serving's own classes read the records
+    from transformers import BertTokenizerFast
 
     from tfbert.tf import import_tensorflow
 
