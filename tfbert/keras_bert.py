@@ -11,7 +11,14 @@ the same attributes (``.config``, ``.bert.embeddings``, ``.bert.encoder.layer``,
 ``.dropout``, ``.classifier``) and outputs (``last_hidden_state``, ``pooler_output``, ``logits``).
 
 It is written on tf-keras, the Keras the Hugging Face classes use, so mixed precision, the
-optimizers and the callbacks of :mod:`tfbert.finetune` are the same objects on both paths.
+optimizers and the callbacks of :mod:`tfbert.finetune` are the same objects on both paths, and one
+process can hold both models (Keras 2 or 3 is chosen once per process, before TensorFlow starts).
+On Keras 3 the same layers build and run, but variables are named by layer path only
+(``tf_bert_model/bert/embeddings/embeddings`` for both the position and token-type tables:
+``tf.name_scope`` is ignored), so a Keras 3 model needs the tables in sublayers of their own and
+:mod:`tfbert.checkpoint.names` reading ``variable.path``; the runtime's mixed precision, the loader's
+in-place slice assignment (``variable.handle``) and fine-tuning's tf-keras optimizer and checkpoints
+would move too. The SavedModel and TFLite paths already run without tf-keras (tests/test_keras_bert.py).
 """
 
 from __future__ import annotations
