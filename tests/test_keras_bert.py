@@ -68,6 +68,21 @@ def test_load_builds_keras_bert_equal_to_hugging_face(task, tmp_path, without_hf
     assert model.config.to_dict()["hidden_size"] == reference.config.hidden_size
 
 
+@pytest.mark.parametrize("backend", ["keras-graph"])
+def test_predict_keras_backends_on_keras_bert_give_hugging_faces_embeddings(backend, embed_reference, tiny_safetensors,
+                                                                           without_hf_classes, monkeypatch):
+    from tests.test_predict import TEXTS, hf_embeddings
+    from tfbert.predict import Predictor
+
+    built = []
+    monkeypatch.setattr(keras_bert, "build", lambda *a, _build=keras_bert.build, **k: built.append(_build(*a, **k))
+                        or built[-1])
+    predictor = Predictor(tiny_safetensors, backend=backend, batch_size=4, max_length=32)
+    np.testing.assert_allclose(predictor.predict(TEXTS)["sentence_embedding"],
+                               hf_embeddings(embed_reference, tiny_safetensors, TEXTS), atol=TOLERANCE, rtol=0)
+    assert len(built) == 1
+
+
 def test_keras_bert_classifier_pooling_and_dropout_follow_hugging_face(tmp_path, without_hf_classes):
     reference = tiny.reference_model("classify", seed=6)
     directory = tiny.write_safetensors(str(tmp_path / "clf"), reference)
