@@ -70,6 +70,17 @@ def _cli_flags(command: str) -> frozenset[str]:
     return frozenset(flags)
 
 
+@cache
+def _beam_options() -> frozenset[str]:
+    """Apache Beam's pipeline options: ``python -m tfbert.predict --runner=...`` hands every flag that is
+    not its own to Beam (docs/beam.md)."""
+    code = ("from apache_beam.options.pipeline_options import PipelineOptions\n"
+            "print('\\n'.join(PipelineOptions([]).get_all_options()))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return frozenset(run.stdout.split())
+
+
 def _script_flags(script: str) -> frozenset[str]:
     source = (ROOT / script).read_text(encoding="utf-8")
     return frozenset(re.findall(r"add_argument\(\s*\"--([A-Za-z0-9_-]+)\"", source))
@@ -117,15 +128,19 @@ def _mentions() -> list[tuple[str, str, str, str]]:
 def _unknown_flags(mentions: list[tuple[str, str, str, str]]) -> list[str]:
     commands = {command for _, command, _, _ in mentions if command and not command.endswith(".py")}
     assert commands <= set(COMMANDS), f"the docs name commands tfbert does not have: {commands - set(COMMANDS)}"
-    with ThreadPoolExecutor(len(COMMANDS)) as pool:
+    with ThreadPoolExecutor(len(COMMANDS) + 1) as pool:
+        beam = pool.submit(_beam_options)
         known = dict(zip(COMMANDS, pool.map(_cli_flags, COMMANDS), strict=True))
+        beam = beam.result()
     scripts = [str(p.relative_to(ROOT)) for p in ROOT.glob("scripts/*.py")]
-    anywhere = frozenset().union(*known.values(), *map(_script_flags, scripts), OTHER_PROGRAMS)
+    anywhere = frozenset().union(*known.values(), *map(_script_flags, scripts), OTHER_PROGRAMS, beam)
     unknown = []
     for page, command, flag, context in mentions:
         if command.endswith(".py"):
             accepted = _script_flags(command)
-        else:  # a flag named on its own, in prose: some tfbert command or script (or TF Serving) takes it
+        elif command == "predict" and "--runner" in context:
+            accepted = known[command] | beam
+        else:  # a flag named on its own, in prose: some tfbert command or script (or TF Serving, Beam) takes it
             accepted = known[command] if command else anywhere
         if flag not in accepted:
             unknown.append(f"{page}: --{flag} ({command or 'any command'}) in: {context[:120]}")
@@ -266,10 +281,14 @@ def test_flag_extraction(tmp_path, monkeypatch, text, expected):
 
 
 def test_flag_check_catches_a_renamed_flag():
-    """The check can fail: a misspelt flag, a flag of another command, a negated non-boolean."""
+    """The check can fail: a misspelt flag, a flag of another command, a negated non-boolean, a Beam
+    option without --runner."""
     mentions = [("README.md", "export", "quantise", "python -m tfbert.export --quantise"),
                 ("README.md", "doctor", "quantize", "python -m tfbert.doctor --quantize"),
                 ("README.md", "export", "nomodel", "python -m tfbert.export --nomodel"),
-                ("README.md", "export", "notflite_speed", "python -m tfbert.export --notflite_speed")]
+                ("README.md", "export", "notflite_speed", "python -m tfbert.export --notflite_speed"),
+                ("README.md", "predict", "project", "python -m tfbert.predict --project=p"),
+                ("README.md", "predict", "project", "python -m tfbert.predict --runner=DataflowRunner --project=p")]
     assert [line.split(" in: ")[0] for line in _unknown_flags(mentions)] == [
-        "README.md: --quantise (export)", "README.md: --quantize (doctor)", "README.md: --nomodel (export)"]
+        "README.md: --quantise (export)", "README.md: --quantize (doctor)", "README.md: --nomodel (export)",
+        "README.md: --project (predict)"]
