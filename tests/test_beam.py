@@ -257,15 +257,22 @@ def test_cli_runner_equals_single_process_predict_and_refuses_a_second_run(tiny_
     assert json.loads((output / "manifest.json").read_text())["rows"] == 2 * len(TEXTS)
 
 
-def test_cli_runner_bad_inputs_are_one_line_exit_2(tiny_models, tmp_path):
-    base = ["--runner=DirectRunner", f"--model={tiny_models['tflite']}", f"--vocab={tiny_models['vocab']}"]
-    nothing = _one_line(_cli(*base, f"--input={tmp_path / 'none-*.txt'}", f"--output={tmp_path / 'o1'}"))
-    assert "matches no file" in nothing and "none-*.txt" in nothing
+def test_bad_inputs_are_one_line(tiny_models, tmp_path):
+    """A glob that matches nothing, an unreadable (truncated) shard met by a worker, a model the
+    workers cannot reach: one line each; from the CLI, exit 2; nothing written."""
+    from tfbert.beam import run_job
+
+    settings = {"model_path": tiny_models["tflite"], "vocab_path": tiny_models["vocab"]}
+    with pytest.raises(errors.BadInputError) as nothing:
+        run_job(str(tmp_path / "none-*.txt"), str(tmp_path / "o1"), **settings)
+    assert "matches no file" in str(nothing.value) and "none-*.txt" in str(nothing.value)
 
     shard = tmp_path / "shard.tfrecord"
     shard.write_bytes(struct.pack("<Q", 100) + b"\0" * 4 + b"cut short")  # a record that ends mid-way
-    truncated = _one_line(_cli(*base, f"--input={shard}", f"--output={tmp_path / 'o2'}"))
-    assert str(shard) in truncated and "truncated" in truncated
+    with pytest.raises(errors.BadInputError) as truncated:
+        run_job(str(shard), str(tmp_path / "o2"), **settings)
+    line = str(truncated.value)
+    assert "\n" not in line and str(shard) in line and "truncated" in line and "fix:" in line
 
     missing = tmp_path / "nowhere" / "model.tflite"
     text = tmp_path / "t.txt"
@@ -274,6 +281,22 @@ def test_cli_runner_bad_inputs_are_one_line_exit_2(tiny_models, tmp_path):
                                  f"--output={tmp_path / 'o3'}"))
     assert str(missing) in unreachable
     assert not [p for p in os.listdir(tmp_path) if p.startswith("o")]
+
+
+def test_run_job_classify_writes_the_single_process_labels(classify_tflite, tmp_path):
+    from tfbert.beam import read_output, run_job
+    from tfbert.predict import Predictor
+
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    result = run_job(str(source), str(tmp_path / "labels"), model_path=classify_tflite, task="classify",
+                     batch_size=4, max_length=32)
+    rows = read_output(result.output)
+    expected = Predictor(classify_tflite, task="classify", batch_size=4, max_length=32).predict(TEXTS)
+    assert [rows[f"{source}:{i}"]["label"] for i in range(len(TEXTS))] == list(expected["labels"])
+    got = np.array([rows[f"{source}:{i}"]["probabilities"] for i in range(len(TEXTS))])
+    assert np.abs(got - expected["probabilities"]).max() <= 1e-6
+    assert result.manifest["task"] == "classify" and result.manifest["rows"] == len(TEXTS)
 
 
 def _maps(process, path: str) -> bool:

@@ -132,7 +132,9 @@ class BertModelHandler(ModelHandler[str, PredictionResult, SharedPredictor]):
         vocab_path: vocab.txt for a ``.tflite`` model (default: next to it, else the MiniLM's).
         texts_per_batch: texts per Beam batch (fixed, so an unreadable text can be given a
             batch of its own); the Predictor sorts each batch by length before cutting it
-            into ``batch_size`` model calls.
+            into ``batch_size`` model calls. Large, because each batch is one
+            :meth:`~tfbert.predict.Predictor.predict` call, which for the TensorFlow backends
+            builds a tf.data pipeline (about a second each, measured under load).
         length_buckets: token-count boundaries for Beam's length-aware batching
             (``batch_length_fn`` + ``batch_bucket_boundaries``), e.g. ``[16, 32, 64]``; this
             makes ``BatchElements`` stateful, which the DirectRunner runs on its
@@ -156,7 +158,7 @@ class BertModelHandler(ModelHandler[str, PredictionResult, SharedPredictor]):
 
     def __init__(self, model_path: str | os.PathLike | None = None, task: str = "embed", backend: str = "auto", *,
                  batch_size: int = 32, max_length: int = 128, num_threads: int = 1, vocab_path: str | None = None,
-                 texts_per_batch: int = 256, length_buckets: Sequence[int] | None = None,
+                 texts_per_batch: int = 1024, length_buckets: Sequence[int] | None = None,
                  max_batch_duration_secs: int = 10, large_model: bool = False, model_copies: int | None = None) -> None:
         if task not in TASKS:
             raise BadInputError("the Beam handler runs embed and classify", where="task",

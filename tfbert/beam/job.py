@@ -74,7 +74,7 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
             model_path: str | None = None, task: str = "embed", backend: str = "auto", batch_size: int = 32,
             max_length: int = 128, num_threads: int = 1, vocab_path: str | None = None,
             input_format: str | None = None, text_field: str = "text", text_column: str = "text",
-            texts_per_batch: int = 256, overwrite: bool = False,
+            texts_per_batch: int = 1024, overwrite: bool = False,
             progress: Callable[[str], None] | None = None) -> JobResult:
     """Run the predict job on a Beam runner and publish its shards and manifest at ``output``.
 
@@ -126,6 +126,10 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
             _wait(result, progress)
             counters = _counters(result)
             manifest = _manifest(staging, files, handler, counters, input_pattern, runner)
+            if manifest["rows"] == 0:
+                raise BadInputError("the input holds no usable text", where=input_pattern,
+                                    actual=f"{manifest['errors']} bad records",
+                                    fix="check --input_format, --text_field and --text_column")
             _publish(staging, output, manifest, overwrite)
         except Exception as e:
             _remove(staging)
