@@ -73,18 +73,21 @@ def build_model(config: dict, task: str = "embed", *, initialize: bool = True):
         log.info("transformers has no TF BERT here: building tfbert's Keras BERT")
         return keras_bert.build(config, task, initializer=None if initialize else tf_keras.initializers.Zeros())
     cls = getattr(modeling_tf_bert, TASK_CLASSES[task])
-    if initialize:
-        model = cls(bert_config(config))
-        model.build_in_name_scope()
-        return model
-
     original = modeling_tf_bert.get_initializer
-    modeling_tf_bert.get_initializer = lambda initializer_range=0.02: tf_keras.initializers.Zeros()
+    if not initialize:
+        modeling_tf_bert.get_initializer = lambda initializer_range=0.02: tf_keras.initializers.Zeros()
+    # transformers 4.x logs "TensorFlow and JAX classes are deprecated ..." for every TF model it
+    # builds; tfbert chose these classes knowingly (and has its own where they are gone), so a
+    # user of tfbert is not told to migrate. Its other warnings still show.
+    hf_logger = logging.getLogger("transformers.modeling_tf_utils")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)
     try:
         model = cls(bert_config(config))
         model.build_in_name_scope()
     finally:
         modeling_tf_bert.get_initializer = original
+        hf_logger.setLevel(level)
     return model
 
 
