@@ -337,8 +337,10 @@ def test_pooling_is_read_from_a_sentence_transformers_layout(tmp_path, tiny_safe
         directory = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / mode)), mode)
         files = find_checkpoint(directory)
         assert checkpoint_pooling(files) == expected
-        # A classifier tfbert saved records its own pooling, which wins over the layout.
-        assert checkpoint_pooling(files, {"classifier_pooling": "pooler"}) == "pooler"
+        # A classifier tfbert saved records its own pooling, which wins over the layout; a Hugging
+        # Face classifier's head was trained on the pooler.
+        assert checkpoint_pooling(files, {"classifier_pooling": "max"}) == "max"
+        assert checkpoint_pooling(files, {"architectures": ["BertForSequenceClassification"]}) == "pooler"
     directory = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "sqrt")),
                                      "mean_sqrt_len_tokens")
     with pytest.raises(errors.ConfigMismatchError) as info:

@@ -70,8 +70,10 @@ def sentence_transformers_pooling(root: str | os.PathLike) -> str | None:
 def checkpoint_pooling(files: CheckpointFiles, config: dict | None = None) -> str:
     """The pooling a classifier on this checkpoint should use.
 
-    ``config``'s ``classifier_pooling`` (a classifier tfbert saved), else the
-    sentence-transformers pooling, else ``pooler`` (Hugging Face BERT).
+    ``config``'s ``classifier_pooling`` (a classifier tfbert saved); ``pooler`` for a Hugging Face
+    sequence classifier without it (``architectures`` ``*ForSequenceClassification``: its head was
+    trained on the pooler, whatever sentence-transformers files sit beside it); else the
+    sentence-transformers pooling; else ``pooler`` (Hugging Face BERT).
 
     Raises:
         ConfigMismatchError: an unknown ``classifier_pooling`` value, or an unsupported
@@ -89,6 +91,8 @@ def checkpoint_pooling(files: CheckpointFiles, config: dict | None = None) -> st
                                       expected=" | ".join(POOLINGS), actual=recorded,
                                       fix="set it to the pooling the classifier was trained with")
         return recorded
+    if any(str(name).endswith("ForSequenceClassification") for name in (config or {}).get("architectures") or ()):
+        return "pooler"
     return sentence_transformers_pooling(files.root) or "pooler"
 
 
