@@ -111,6 +111,8 @@ def test_config_that_does_not_match_the_weights(broken, field, value):
     _edit_config(broken, **{field: value})
     message = _load_error(broken, errors.ConfigMismatchError)
     assert "config.json" in message and field in message
+    others = {"vocab_size", "hidden_size", "intermediate_size"} - {field}
+    assert not [name for name in others if f"{name}:" in message], message  # blames the field that changed
 
 
 def test_all_shape_mismatches_are_listed_at_once(broken):

@@ -19,7 +19,7 @@ _FIELD_OF = [
     (re.compile(r"word_embeddings"), 0, "vocab_size"),
     (re.compile(r"position_embeddings"), 0, "max_position_embeddings"),
     (re.compile(r"token_type_embeddings"), 0, "type_vocab_size"),
-    (re.compile(r"intermediate\.dense\.weight"), 0, "intermediate_size"),
+    (re.compile(r"intermediate\.dense\.(weight|bias)"), 0, "intermediate_size"),
     (re.compile(r"layer\.\d+\.output\.dense\.weight$"), 1, "intermediate_size"),
     (re.compile(r"^classifier\."), 0, "id2label / num_labels"),
     (re.compile(r"cls\.predictions\.bias"), 0, "vocab_size"),
