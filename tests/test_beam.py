@@ -196,7 +196,9 @@ def test_a_model_the_workers_cannot_load_is_one_line(tmp_path):
     missing = str(tmp_path / "elsewhere" / "model.tflite")
     with pytest.raises(Exception) as info:
         with beam.Pipeline(options=_options("in_memory")) as p:
-            _ = p | beam.Create(["a cat"]) | RunInference(BertModelHandler(missing))
+            # with_exception_handling, as the CLI's pipeline: a model that cannot load still fails
+            # the job (it is not one bad text), and the DirectRunner keeps off Prism (no download)
+            _ = p | beam.Create(["a cat"]) | RunInference(BertModelHandler(missing)).with_exception_handling()
     error = worker_error(info.value)
     assert isinstance(error, errors.BadInputError)
     line = str(error)

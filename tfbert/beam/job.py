@@ -96,6 +96,7 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
         BadInputError: no file matches, the output exists, the model is not there (on the
             DirectRunner, whose workers share this machine), or a worker met a bad input
             (an unreadable file, a model it cannot load) — one line each.
+        PipelineError: the job failed outside tfbert's code (a worker died); nothing published.
 
     Example:
         >>> run_job("texts-*.jsonl", "out/", model_path="model_int8.tflite",  # doctest: +SKIP
@@ -140,6 +141,7 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
                                        + (f"; runner threads: {seen}" if seen else "") + ")",
                                        where=f"--runner={runner}", fix="nothing was published; rerun (with --verbose "
                                        "for the runner's log)")
+                raise raised from e  # --verbose shows the runner's own traceback
             raise raised from None
     seconds = time.monotonic() - start
     if progress is not None:
