@@ -629,3 +629,17 @@ def test_tflite_predict_names_a_disagreeing_tokenizer_json_once_and_tokenizes_wi
     assert warnings["checkpoint"] == []
     assert len(warnings["side"]) == 1 and "'dog'" in warnings["side"][0] and "fix:" in warnings["side"][0]
     np.testing.assert_array_equal(np.load(outputs["side"]), np.load(outputs["checkpoint"]))
+
+
+def test_tflite_predictor_takes_a_tf_data_dataset_and_keeps_its_typed_errors(tiny_models, tmp_path):
+    from tfbert.predict import Predictor, text_dataset
+
+    predictor = Predictor(tiny_models["tflite"], batch_size=3, max_length=32, vocab_path=tiny_models["vocab"])
+    assert not predictor.uses_tensorflow
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(BAD_JSONL)
+    np.testing.assert_array_equal(predictor.predict(text_dataset(str(path)))["sentence_embedding"],
+                                  predictor.predict(["the cat sat", "hello world"])["sentence_embedding"])
+    with pytest.raises(errors.BadInputError) as info:
+        predictor.predict(text_dataset(str(path), on_bad_line="error"))
+    assert f"{path}:2" in str(info.value) and "malformed JSON" in str(info.value)
