@@ -196,13 +196,14 @@ def run_tests(python: str, source: str, env: dict, log_path: str, retries: int =
     crashed: list[str] = []
     for _ in range(retries + 1):
         deselect = [f"--deselect={test}" for test in crashed]
-        code, output = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *deselect, *CORE_TESTS],
+        # -v names each test before it runs, so the line a crash interrupts names the test.
+        code, output = run([python, "-m", "pytest", "-v", "-p", "no:cacheprovider", *deselect, *CORE_TESTS],
                            log_path, cwd=source, env=env)
         failed = sorted({m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", output, re.M)})
-        frames = re.findall(r'File "[^"]*/(tests/test_\w+\.py)", line \d+ in (test_\w+)', output)
-        if code >= 0 or not frames:
+        started = re.findall(r"^(tests/\S+::\S+)", output.split("Fatal Python error")[0], re.M)
+        if code >= 0 or not started:
             break
-        crashed.append("::".join(frames[0]))
+        crashed.append(started[-1])
     summary = last_line(output, r"\d+ (passed|failed|error)")
     text = summary if summary and code in (0, 1) else f"{exit_text(code)}: {summary or last_line(output)}"
     if crashed:
