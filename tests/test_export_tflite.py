@@ -230,3 +230,15 @@ def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neit
     assert sorted(p.name for p in (out / "tiny").iterdir()) == ["1"]
     assert (out / "tiny" / "1" / "SHA256SUMS").is_file()
     assert (out / "tiny-tflite" / "1" / "model_int8.tflite").is_file()
+    # The checkpoint's tokenizer files go beside the .tflite: predict then tokenizes as the checkpoint
+    # does, with no --vocab (the fallback would be the embedded MiniLM's vocab, other ids).
+    from tfbert.predict import Predictor
+
+    lite_dir = out / "tiny-tflite" / "1"
+    assert (lite_dir / "vocab.txt").read_bytes() == (tmp_path / "ckpt" / "vocab.txt").read_bytes()
+    assert (lite_dir / "config.json").is_file()
+    texts = ["the cat sat on the red mat", "hello world"]
+    beside = Predictor(str(lite_dir / "model_int8.tflite")).predict(texts)["sentence_embedding"]
+    given = Predictor(str(lite_dir / "model_int8.tflite"),
+                      vocab_path=str(tmp_path / "ckpt" / "vocab.txt")).predict(texts)["sentence_embedding"]
+    np.testing.assert_array_equal(beside, given)

@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
                                      min_cosine=FLAGS.min_cosine, min_agreement=FLAGS.min_agreement,
                                      allow_accuracy_drop=FLAGS.allow_accuracy_drop,
                                      text_input=FLAGS.tflite_text_input, speed_vs_fp32=FLAGS.tflite_speed,
-                                     mediapipe=FLAGS.tflite_mediapipe,
+                                     mediapipe=FLAGS.tflite_mediapipe, checkpoint_files=files,
                                      publication=publication, progress=_progress)
             if pending:
                 pending.finish()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from tfbert.checkpoint.files import CheckpointFiles
 from tfbert.checkpoint.manifest import write_manifest
 from tfbert.deploy.ops import OpAudit
 from tfbert.deploy.warmup import write_warmup_requests
@@ -235,6 +237,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
                   calibration_texts: list[str] | None = None, held_out_texts: list[str] | None = None,
                   min_cosine: float = 0.99, min_agreement: float = 0.99, allow_accuracy_drop: bool = False,
                   num_threads: int = 2, text_input: bool = False, speed_vs_fp32: bool = True, mediapipe: bool = True,
+                  checkpoint_files: CheckpointFiles | None = None,
                   publication: layout.VersionPublication | None = None,
                   progress: Progress = lambda message: None) -> TFLiteExport:
     """Convert, measure against the float graph on held-out text, gate on accuracy, and publish a .tflite.
@@ -256,7 +259,9 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     ``model_<quantization>_mediapipe.tflite`` for MediaPipe Tasks (:mod:`tfbert.export.mediapipe`:
     static length ``max_seq_length``, tokenizer and labels in its metadata), gated like the
     main model on the held-out texts fed as MediaPipe feeds them; the report compares
-    MediaPipe's tokenizer with tfbert's on them.
+    MediaPipe's tokenizer with tfbert's on them. ``checkpoint_files``' vocab.txt,
+    tokenizer_config.json, tokenizer.json and config.json (labels) are copied beside the
+    models, so ``python -m tfbert.predict --model=<.tflite>`` tokenizes as the checkpoint did.
 
     Raises:
         ExportError: the float graph differs from the Keras model, or below the gate
@@ -364,12 +369,24 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
             if content is not None:
                 with open(os.path.join(tmp, file), "wb") as f:
                     f.write(content)
+        for source, file in _tokenizer_files(checkpoint_files):
+            shutil.copyfile(source, os.path.join(tmp, file))
         report.summary["seconds"] = time.perf_counter() - start
         paths = report.write(os.path.join(tmp, "report"))
         write_manifest(tmp)
     return TFLiteExport(publication, subdir, filename, quantization, len(converted), scores, speedup, fp32_size,
                         layer_errors, time.perf_counter() - start, tuple(os.path.basename(p) for p in paths),
                         text_filename if text_model else None, lite_mp)
+
+
+def _tokenizer_files(files: CheckpointFiles | None) -> list[tuple[str, str]]:
+    """``(source, file name)`` of what a .tflite needs beside it to tokenize as its checkpoint did."""
+    if files is None or files.vocab is None:
+        return []
+    json_file = os.path.join(os.path.dirname(files.vocab), "tokenizer.json")
+    candidates = [(files.vocab, "vocab.txt"), (files.tokenizer_config, "tokenizer_config.json"),
+                  (json_file, "tokenizer.json"), (files.config, "config.json")]
+    return [(source, name) for source, name in candidates if source and os.path.isfile(source)]
 
 
 def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
