@@ -8,7 +8,7 @@ Memory is sampled every ``--interval`` s over each run's process tree: peak RSS 
 launcher and of each Beam worker process. The Beam output is checked against the single
 process's (max abs difference by key). Build the .tflite first:
 
-    python -m tfbert.export --format=tflite --quantize=int8 --output_dir=/tmp/perf_exports
+    python -m tfbert.export --quantize --output_dir=/tmp/perf_exports
 
 Usage: python scripts/bench_beam.py [--int8=PATH] [--texts=20000] [--workers=2] [--output=beam_bench.json]
 """
@@ -33,7 +33,7 @@ INT8 = "/tmp/perf_exports/all-minilm-l6-v2-tflite/1/model_int8.tflite"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--int8", default=INT8, help="int8 .tflite from python -m tfbert.export --quantize=int8")
+    parser.add_argument("--int8", default=INT8, help="int8 .tflite from python -m tfbert.export --quantize")
     parser.add_argument("--texts", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT threads of the single process; each Beam "

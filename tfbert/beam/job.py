@@ -467,7 +467,7 @@ def read_output(output: str) -> dict[str, np.ndarray | list]:
 
     Example:
         >>> rows = read_output("out/")  # doctest: +SKIP
-        >>> rows["texts.jsonl:0"].shape
+        >>> rows["texts.jsonl:0"].shape  # doctest: +SKIP
         (384,)
     """
     with open(os.path.join(output, MANIFEST), encoding="utf-8") as f:
