@@ -482,14 +482,16 @@ def record():
 EDGE_PACKAGES = {"tfbert", "numpy", "absl", "ai_edge_litert", "tokenizers"}
 
 
-def _run_without_tensorflow(args: list[str], directory) -> tuple[subprocess.CompletedProcess, dict]:
-    """``python -m tfbert.predict ARGS`` where TensorFlow cannot be imported; (process, import record)."""
+def _run_without_tensorflow(args: list[str], directory, command: str = "predict"
+                            ) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m tfbert.<command> ARGS`` where TensorFlow cannot be imported; (process, import record)."""
     blocker = directory / "no_tensorflow"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(_NO_TENSORFLOW)
     record = directory / "imports.json"
     env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{os.getcwd()}", IMPORT_RECORD=str(record))
-    done = subprocess.run([sys.executable, "-m", "tfbert.predict", "--noprogress", *args], capture_output=True,
+    flags = ["--noprogress"] if command == "predict" else []
+    done = subprocess.run([sys.executable, "-m", f"tfbert.{command}", *flags, *args], capture_output=True,
                           text=True, env=env, timeout=120)
     return done, json.loads(record.read_text())
 
@@ -643,3 +645,12 @@ def test_tflite_predictor_takes_a_tf_data_dataset_and_keeps_its_typed_errors(tin
     with pytest.raises(errors.BadInputError) as info:
         predictor.predict(text_dataset(str(path), on_bad_line="error"))
     assert f"{path}:2" in str(info.value) and "malformed JSON" in str(info.value)
+
+
+def test_doctor_checks_a_tflite_on_a_machine_with_only_litert(tiny_classifier, tmp_path):
+    lite, _ = tiny_classifier
+    done, imports = _run_without_tensorflow([f"--model={lite}", "--json"], tmp_path, command="doctor")
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # no error: warnings (no manifest) are fine
+    rows = {row["check"]: row for row in json.loads(done.stdout)["rows"]}
+    assert rows["environment"]["status"] == "ok" and "needs no TensorFlow" in rows["environment"]["message"]
+    assert not imports["attempted"] and set(imports["imported"]) <= EDGE_PACKAGES

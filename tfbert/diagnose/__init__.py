@@ -18,7 +18,7 @@ from tfbert.checkpoint import (
 )
 from tfbert.diagnose.artifacts import check_artifact, is_artifact
 from tfbert.diagnose.config_checks import _error, check_config, check_seq_length, check_vocab, read_config
-from tfbert.diagnose.environment import check_environment
+from tfbert.diagnose.environment import check_edge_environment, check_environment
 from tfbert.diagnose.memory import check_memory
 from tfbert.diagnose.weights import check_integrity, check_shapes
 from tfbert.errors import TfbertError
@@ -98,7 +98,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     """
     findings: list[Finding] = []
     if environment:
-        findings += check_environment()
+        edge = model is not None and os.fspath(model).endswith(".tflite")
+        findings += check_edge_environment() if edge else check_environment()
     if model is not None and is_artifact(os.fspath(model)):
         return Diagnosis(None, None, findings + check_artifact(os.fspath(model)), model=os.fspath(model))
     try:

@@ -14,7 +14,7 @@ from tfbert.errors import IncompatibleEnvironmentError
 from tfbert.report import INFO, OK, WARN, Finding
 
 PACKAGES = ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "safetensors", "numpy",
-            "keras", "ai-edge-litert", "apache-beam", "protobuf", "google-apitools")
+            "keras", "ai-edge-litert", "apache-beam", "protobuf", "google-apitools", "tokenizers")
 # The range tfbert is tested on; the bounds match setup.cfg.
 TESTED_TRANSFORMERS = ((4, 44), (4, 57))
 
@@ -127,6 +127,26 @@ def check_environment(versions: dict[str, str | None] | None = None,
         model_class = "tfbert's Keras BERT" if hf is None or hf[0] >= 5 else "Hugging Face's TFBertModel"
         findings.insert(0, Finding("environment", OK, f"{stack}; model class: {model_class}"))
     return findings
+
+
+def check_edge_environment(versions: dict[str, str | None] | None = None) -> list[Finding]:
+    """Findings for running a token-input .tflite: LiteRT, NumPy and tokenizers — TensorFlow is not needed
+    (docs/mobile.md's LiteRT-only install); a raw-text .tflite's tensorflow-text kernels are the
+    artifact check's concern.
+
+    Example:
+        >>> [f.status for f in check_edge_environment({"ai-edge-litert": "2.3.0", "numpy": "2.4.6",
+        ...                                            "tokenizers": "0.22.1"})]
+        ['ok']
+    """
+    v = installed_versions() if versions is None else versions
+    missing = [name for name in ("ai-edge-litert", "numpy", "tokenizers") if v.get(name) is None]
+    if missing:
+        return [_error("environment", IncompatibleEnvironmentError(
+            "a .tflite needs LiteRT, NumPy and tokenizers", where=", ".join(missing), actual="not installed",
+            fix=f"pip install {' '.join(missing)}"))]
+    return [Finding("environment", OK, f"ai-edge-litert {v['ai-edge-litert']}, numpy {v['numpy']}, tokenizers "
+                    f"{v['tokenizers']} (a .tflite needs no TensorFlow)")]
 
 
 def beam_findings(versions: dict[str, str | None]) -> list[Finding]:
