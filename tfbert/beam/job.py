@@ -263,10 +263,13 @@ class _ReadTexts(beam.DoFn):
         with _local_copy(path) as local:
             source = TextFile(local, fmt=fmt, text_field=self.text_field,
                               text_column=self.text_column, on_bad_line="skip")
-            source.path = path  # errors name the input, not a local copy of it
-            for index, text in source:
-                self.texts.inc()
-                yield f"{path}:{index}", text
+            try:
+                for index, text in source:
+                    self.texts.inc()
+                    yield f"{path}:{index}", text
+            except TfbertError as e:  # named by the input, not by a worker's local copy of it
+                raise type(e)(e.message, where=(e.where or path).replace(local, path), expected=e.expected,
+                              actual=e.actual, fix=e.fix) from None
         for number, reason in source.stats.bad_lines:
             self.bad.inc()
             yield beam.pvalue.TaggedOutput("bad", {"file": path, "line": number, "reason": reason})
