@@ -66,7 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/tmp/tfbert-finetune-example")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--learning_rate", type=float, default=None,
+                        help="default: tfbert's own (3e-3 when only the head trains)")
     parser.add_argument("--freeze", default="embeddings,encoder")
     args = parser.parse_args()
 
@@ -87,8 +88,8 @@ def main() -> None:
     model_dir = os.path.join(work, "minilm-vader")
     t_train, _ = run([python, "-m", "tfbert.finetune", f"--train={train_csv}", f"--eval={eval_csv}",
                       f"--output_dir={model_dir}", f"--freeze={args.freeze}", f"--epochs={args.epochs}",
-                      "--batch_size=32", "--max_length=16", f"--learning_rate={args.learning_rate}",
-                      "--overwrite"])
+                      "--batch_size=32", "--max_length=16", "--overwrite",
+                      *([f"--learning_rate={args.learning_rate}"] if args.learning_rate is not None else [])])
     with open(os.path.join(model_dir, "eval_report.json"), encoding="utf-8") as f:
         report = json.load(f)["summary"]
     exported = os.path.join(work, "exported")
@@ -117,7 +118,8 @@ def main() -> None:
     result = {
         "data": "VADER lexicon (vadersentiment 3.3.2, MIT), alphabetic entries with |mean| >= 1.0",
         "train_examples": len(train_rows), "eval_examples": len(eval_rows), "freeze": args.freeze,
-        "epochs": args.epochs, "learning_rate": args.learning_rate,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate if args.learning_rate is not None else "tfbert's default",
         "eval_accuracy": report["accuracy"], "eval_macro_f1": report["macro_f1"],
         "majority_baseline": report["majority_baseline"],
         "fp32_predict_accuracy": sum(p == t for p, t in zip(fp32, truth, strict=True)) / len(truth),
