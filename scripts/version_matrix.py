@@ -184,8 +184,7 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
     code, output = run([python, "-m", "tfbert.export", "--quantize", f"--output_dir={export_dir}"], log_path,
                        cwd=cell_dir, env=env)
     row.export = "ok" if code == 0 else f"{exit_text(code)}: {last_line(output)}"
-    reports = sorted(glob.glob(os.path.join(export_dir, "**", "*.json"), recursive=True))
-    for path in reports:
+    for path in sorted(glob.glob(os.path.join(export_dir, "*", "*", "report.json"))):
         _read_tflite_report(path, row)
     return _done(row, started)
 
@@ -212,31 +211,17 @@ def run_tests(python: str, source: str, env: dict, log_path: str, retries: int =
 
 
 def _read_tflite_report(path: str, row: Row) -> None:
+    """The int8 figures of the export's TFLite report (``report.json``'s summary)."""
     try:
         with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
+            summary = json.load(f).get("summary", {})
+    except (OSError, ValueError, AttributeError):
         return
-    summary = report.get("summary", {}) if isinstance(report, dict) else {}
-    if "cosine_mean" not in json.dumps(summary):
-        return
-    flat = _flatten(summary)
-    for key, value in flat.items():
-        if key.endswith("cosine_mean") and row.int8_cosine_mean is None:
-            row.int8_cosine_mean = float(value)
-        elif key.endswith("size_bytes") and "fp32" not in key and row.int8_mib is None:
-            row.int8_mib = round(float(value) / 2**20, 1)
-        elif key.endswith("speedup_vs_fp32") and value is not None:
-            row.int8_speed_vs_fp32 = float(value)
-
-
-def _flatten(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        out = {}
-        for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
+    if "cosine_mean" in summary and "size_mib" in summary:
+        row.int8_mib = round(float(summary["size_mib"]), 1)
+        row.int8_cosine_mean = float(summary["cosine_mean"])
+        if summary.get("speedup_vs_fp32") is not None:
+            row.int8_speed_vs_fp32 = float(summary["speedup_vs_fp32"])
 
 
 def _done(row: Row, started: float) -> Row:
