@@ -37,7 +37,11 @@ def write_marker_data(path: str, n: int, seed: int, labels=("cat", "dog")) -> li
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One fine-tuning run shared by the tests below: base, data, result, output directory."""
+    """One fine-tuning run shared by the tests below: base, data, result, output directory.
+
+    Training on CPU is not bit-reproducible run to run, and this random tiny BERT leaves its
+    plateau at epoch 3 or 4 (seen once: later, and the 5-epoch run ended at 0.89): 8 epochs
+    leave room."""
     from tfbert.finetune import finetune
 
     root = tmp_path_factory.mktemp("finetune")
@@ -46,7 +50,7 @@ def trained(tmp_path_factory):
     eval_rows = write_marker_data(str(root / "eval.csv"), 100, seed=2)
     lines = []
     result = finetune(base, str(root / "train.csv"), str(root / "eval.csv"), str(root / "out"),
-                      text_column="sentence", label_column="topic", freeze="embeddings,encoder:0", epochs=5,
+                      text_column="sentence", label_column="topic", freeze="embeddings,encoder:0", epochs=8,
                       batch_size=16, max_length=16, learning_rate=3e-3, seed=0, progress=lines.append)
     return {"base": base, "result": result, "out": str(root / "out"), "eval": eval_rows, "lines": lines,
             "root": root}
@@ -124,7 +128,7 @@ def test_doctor_accepts_the_output_and_the_directory_is_complete(trained):
     report = json.loads(open(os.path.join(trained["out"], "eval_report.json")).read())
     assert report["summary"]["accuracy"] == pytest.approx(trained["result"].evaluation.accuracy)
     assert any("trainable parameters" in line for line in trained["lines"])
-    assert any(line.startswith("epoch 1/5:") for line in trained["lines"])
+    assert any(line.startswith("epoch 1/8:") for line in trained["lines"])
 
 
 def test_existing_output_is_refused_without_overwrite(trained):
@@ -300,7 +304,7 @@ def test_cli_mixed_precision_and_class_weights_end_to_end(tmp_path, trained):
     run = subprocess.run([sys.executable, "-m", "tfbert.finetune", f"--model={trained['base']}",
                           f"--train={tmp_path / 'train.csv'}", f"--eval={root / 'eval.csv'}",
                           f"--output_dir={tmp_path / 'out'}", "--text_column=sentence", "--label_column=topic",
-                          "--freeze=embeddings,encoder:0", "--epochs=5", "--max_length=16", "--learning_rate=3e-3",
+                          "--freeze=embeddings,encoder:0", "--epochs=8", "--max_length=16", "--learning_rate=3e-3",
                           "--mixed_precision", "--class_weights"], capture_output=True, text=True, timeout=300)
     if not bf16_capable_cpu():
         assert run.returncode == 2 and "drop --mixed_precision" in run.stderr.strip().splitlines()[-1]
@@ -475,7 +479,13 @@ def test_random_labels_exit_3_with_one_line_and_pass_with_allow_no_learning(tmp_
     # The checkpoint is saved all the same, its report saying so.
     with open(tmp_path / "refused" / "eval_report.json") as f:
         assert json.load(f)["summary"]["learned"] is False
-    accepted = subprocess.run([*command, f"--output_dir={tmp_path / 'accepted'}", "--allow_no_learning"],
-                              capture_output=True, text=True, timeout=300)
-    assert accepted.returncode == 0, accepted.stderr[-2000:]
-    assert "WARNING: --eval=" in accepted.stderr and "learned nothing" in accepted.stderr
+    # --allow_no_learning is finetune(allow_no_learning=True) (the flag is in --help, tested above):
+    # in process, to spare the suite a second TensorFlow start.
+    from tfbert.finetune import finetune
+
+    lines = []
+    result = finetune(tiny_safetensors, str(tmp_path / "train.csv"), str(tmp_path / "eval.csv"),
+                      str(tmp_path / "accepted"), freeze="all_but_head", epochs=1, max_length=16,
+                      allow_no_learning=True, progress=lines.append)
+    assert not result.learned and os.path.isdir(tmp_path / "accepted")
+    assert any(line.startswith("WARNING: --eval=") and "learned nothing" in line for line in lines)
