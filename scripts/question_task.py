@@ -25,7 +25,6 @@ Usage: python scripts/question_task.py [--work_dir=/tmp/tfbert-question-task] [-
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.resources
 import json
 import os
@@ -35,6 +34,7 @@ import sys
 import time
 
 import numpy as np
+from finetune_example import write_csv  # scripts/ is on the path when this runs as a script
 
 TRAIN, HELD_OUT = 1200, 400
 
@@ -61,13 +61,6 @@ def dialog_rows() -> list[tuple[str, str]]:
                 if text and "?" not in text:
                     rows.append((text, "question" if question else "statement"))
     return rows
-
-
-def write_csv(path: str, rows: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
 
 
 def scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
