@@ -203,10 +203,10 @@ def run_tests(python: str, source: str, env: dict, log_path: str, retries: int =
         if code >= 0 or not started:
             break
         crashed.append(started[-1])
-    summary = last_line(output, r"\d+ (passed|failed|error)")
+    summary = last_line(output, r"\d+ (passed|failed|error)").strip("= ")
     text = summary if summary and code in (0, 1) else f"{exit_text(code)}: {summary or last_line(output)}"
     if crashed:
-        text += "; crashed the process (deselected): " + ", ".join(crashed)
+        text += f", {len(crashed)} crashed the process (deselected, then the rest rerun)"
     return text, failed + [f"{test} (crash)" for test in crashed]
 
 
