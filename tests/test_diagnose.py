@@ -270,7 +270,7 @@ GOOD = {"tensorflow": "2.21.0", "tf-keras": "2.21.0", "tensorflow-text": "2.21.1
     ({"tf-keras": None}, "tf-keras", "tf-keras==2.21.*"),
     ({"tf-keras": "2.19.0"}, "tf-keras", "tf-keras==2.21.*"),
     ({"tensorflow-text": "2.20.0"}, "tensorflow-text", "tensorflow-text==2.21.*"),
-    ({"tensorflow": None}, "tensorflow", "tensorflow>=2.16"),
+    ({"tensorflow": None}, "tensorflow", "tensorflow>=2.18"),
     ({"tensorflow": "2.16.1", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1"}, "numpy", "numpy<2"),
 ])
 def test_known_broken_environments(change, package, fix):
@@ -290,13 +290,14 @@ def test_without_hugging_face_tf_classes_the_doctor_names_tfberts_keras_bert(tra
     assert "model class: Hugging Face's TFBertModel" in check_environment(GOOD, env={})[0].message
 
 
-def test_tensorflow_216_warns_that_its_tflite_export_is_broken():
+def test_tensorflow_below_the_218_floor_is_an_error_naming_what_breaks():
     # The version matrix's TF 2.16 cell: per-tensor int8 weights (cosine 0.9645) and a LiteRT segfault.
     stack = {**GOOD, "tensorflow": "2.16.2", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1", "numpy": "1.26.4"}
-    warning = [f for f in check_environment(stack, env={}) if f.status == "warn"]
-    assert len(warning) == 1 and "TFLite export" in warning[0].message and "tensorflow==2.21.*" in warning[0].fix
+    errs = [f for f in check_environment(stack, env={}) if f.status == "error"]
+    assert len(errs) == 1 and errs[0].error.where == "tensorflow" and "0.9645" in errs[0].message
+    assert "tensorflow==2.21.*" in errs[0].fix
     assert not [f for f in check_environment({**stack, "tensorflow": "2.18.1", "tf-keras": "2.18.0",
-                                              "tensorflow-text": "2.18.1"}, env={}) if f.status != "ok"]
+                                              "tensorflow-text": "2.18.1"}, env={}) if f.status == "error"]
 
 
 def test_transformers_455_is_reported_but_not_an_error():

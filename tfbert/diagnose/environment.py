@@ -65,8 +65,8 @@ def check_environment(versions: dict[str, str | None] | None = None,
             message, where=package, expected=expected, actual=v.get(package) or "not installed", fix=fix)))
 
     if tf is None:
-        error("tensorflow", "TensorFlow is not installed", "tensorflow 2.16-2.21",
-              'pip install "tensorflow>=2.16,<2.22"')
+        error("tensorflow", "TensorFlow is not installed", "tensorflow 2.18-2.21",
+              'pip install "tensorflow>=2.18,<2.22"')
     else:
         tf_pin = f"{tf[0]}.{tf[1]}.*"
         if tf >= (2, 16):
@@ -88,14 +88,13 @@ def check_environment(versions: dict[str, str | None] | None = None,
             error("tensorflow-text", f"tensorflow-text must match TensorFlow's minor version "
                   f"({v['tensorflow']}); its ops fail to load otherwise", f"tensorflow-text {tf_pin}",
                   f'pip install "tensorflow-text=={tf_pin}"')
-        if (2, 16) <= tf < (2, 18):
+        if tf < (2, 18):
             # Measured by scripts/version_matrix.py (docs/version_matrix.md) on TensorFlow 2.16.2.
-            findings.append(Finding(
-                "environment", WARN, f"TensorFlow {v['tensorflow']}: TFLite export is broken here — its converter "
-                "quantizes dense weights per tensor, so export --quantize's int8 falls below the accuracy gate "
-                "(MiniLM cosine 0.9645), and tensorflow-text's TFLite kernels of this version crash ai-edge-litert "
-                "(raw-text .tflite); SavedModel export, predict and fine-tuning work",
-                'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*" (2.18 or newer)'))
+            error("tensorflow", f"TensorFlow {v['tensorflow']} is below tfbert's floor: its TFLite converter "
+                  "quantizes dense weights per tensor, so export --quantize's int8 falls below the accuracy gate "
+                  "(MiniLM cosine 0.9645), and tensorflow-text's TFLite kernels of this version crash "
+                  "ai-edge-litert (raw-text .tflite)", "tensorflow 2.18-2.21",
+                  'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*" (2.18 or newer)')
         numpy = _minor(v.get("numpy"))
         if numpy and numpy[0] >= 2 and tf < (2, 18):
             error("numpy", f"TensorFlow {v['tensorflow']} was built against NumPy 1", "numpy<2",
