@@ -127,14 +127,17 @@ def stagings(directory: str) -> list[Staging]:
     return [s for s in found if s is not None]
 
 
-def remove_stale(directory: str) -> list[str]:
+def remove_stale(directory: str, label: str | None = None) -> list[str]:
     """Delete the staging directories in ``directory`` whose owner has died; one line for each.
 
-    Call it with the directory's lock held (:func:`locked`), so a writer cannot start between
-    the check and the removal.
+    With ``label``, only those staging that name (in a directory tfbert does not own, such as a
+    fine-tune's parent, nothing else is touched). Call it with the directory's lock held
+    (:func:`locked`), so a writer cannot start between the check and the removal.
     """
     removed = []
     for staging in stagings(directory):
+        if label is not None and (staging.owner is None or staging.label != label):
+            continue
         if staging.stale():
             shutil.rmtree(staging.path, ignore_errors=True)
             whose = f"by {staging.owner}, which has ended" if staging.owner else "by an older tfbert"

@@ -1,8 +1,10 @@
 """Fine-tuning end to end: data → pre-flight → model → fit → eval report → a published checkpoint.
 
-The output directory is written as a temporary sibling (``.<name>.tmp-<pid>``), reloaded with
-:func:`tfbert.load` and checked to reproduce the in-memory model's logits, and only then
-renamed into place: a killed run never leaves a half-written checkpoint under the real name.
+The output directory is written as an owned temporary sibling (:mod:`tfbert.publish`:
+``.tmp-<name>+<owner>``), reloaded with :func:`tfbert.load` and checked to reproduce the
+in-memory model's logits, and only then renamed into place without replacing anything (an
+``overwrite`` swaps the two trees in one step): a killed run never leaves a half-written
+checkpoint under the real name, and only dead runs' leftovers are removed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tfbert import publish
 from tfbert.checkpoint import find_checkpoint
 from tfbert.checkpoint.pooling import check_pooling, checkpoint_pooling
 from tfbert.diagnose.config_checks import read_config
@@ -103,41 +106,6 @@ def _trainable_layers(plan, num_layers: int) -> int | None:
     if not plan.embeddings:
         return None
     return num_layers - plan.lowest_trainable_layer(num_layers)
-
-
-def _temporary_sibling(output_dir: str) -> str:
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    return os.path.join(parent, f".{name}.tmp-{os.getpid()}")
-
-
-def _remove_stale_siblings(output_dir: str) -> None:
-    """Remove staging directories left by killed runs (their process no longer exists)."""
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    prefix = f".{name}.tmp-"
-    for entry in os.listdir(parent):
-        pid = entry[len(prefix):].removesuffix("-old")
-        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-        except PermissionError:
-            continue
-
-
-def _publish(tmp: str, output_dir: str, overwrite: bool) -> None:
-    output_dir = os.path.abspath(output_dir)
-    if not os.path.exists(output_dir):
-        os.rename(tmp, output_dir)
-        return
-    if not overwrite:
-        raise BadInputError("the output directory exists", where=output_dir,
-                            fix="pass --overwrite or choose another --output_dir")
-    old = f"{tmp}-old"
-    os.rename(output_dir, old)
-    os.rename(tmp, output_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, output_dir: str, *,
@@ -255,10 +223,11 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     eval_data = labelled_dataset(held_out.texts, eval_ids, tokenizer, batch_size=batch_size, max_length=max_length)
     steps = -(-len(train) // batch_size)
 
-    _remove_stale_siblings(output_dir)
-    tmp = _temporary_sibling(output_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    with publish.locked(parent):
+        for line in publish.remove_stale(parent, label=name):
+            write(line)
+        tmp = publish.make_staging(parent, name)
     try:
         result = fit(keras_model, train_data, eval_data, epochs=epochs, steps_per_epoch=steps,
                      train_examples=len(train), learning_rate=learning_rate, weight_decay=weight_decay,
@@ -270,7 +239,12 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
         evaluation = evaluate(true, predicted, labels)
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
         saved = _save(bert, tmp, files.root, config, labels, evaluation, result, eval_data, logits)
-        _publish(tmp, output_dir, overwrite)
+        with publish.locked(parent):
+            try:
+                publish.publish(tmp, os.path.abspath(output_dir), overwrite=overwrite)
+            except FileExistsError:
+                raise BadInputError("the output directory appeared while training ran; nothing was replaced",
+                                    where=output_dir, fix="pass --overwrite or choose another --output_dir") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     outcome = FinetuneResult(os.path.abspath(output_dir), labels, pooling, learning_rate, frozen, trainable, total,
