@@ -296,8 +296,12 @@ def test_tensorflow_below_the_218_floor_is_an_error_naming_what_breaks():
     errs = [f for f in check_environment(stack, env={}) if f.status == "error"]
     assert len(errs) == 1 and errs[0].error.where == "tensorflow" and "0.9645" in errs[0].message
     assert "tensorflow==2.21.*" in errs[0].fix
-    assert not [f for f in check_environment({**stack, "tensorflow": "2.18.1", "tf-keras": "2.18.0",
-                                              "tensorflow-text": "2.18.1"}, env={}) if f.status == "error"]
+    on_218 = check_environment({**stack, "tensorflow": "2.18.1", "tf-keras": "2.18.0", "tensorflow-text": "2.18.1"},
+                               env={})
+    assert not [f for f in on_218 if f.status == "error"]
+    # The matrix's TF 2.18 cell: int8 works but is 40 MiB at 0.36x fp32 speed; raw-text ids differ from HF.
+    warning = [f for f in on_218 if f.status == "warn"]
+    assert len(warning) == 1 and "0.36x" in warning[0].message and "dynamic" in warning[0].fix
 
 
 def test_transformers_455_is_reported_but_not_an_error():

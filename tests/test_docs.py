@@ -170,6 +170,7 @@ def test_troubleshooting_quotes_the_doctors_own_lines():
                {"tf-keras": "2.19.0"}, {"tensorflow-text": "2.20.0"}, {"tensorflow-text": None}, {"tensorflow": None},
                {"tensorflow": "2.16.1", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1"}, {"safetensors": None},
                {"tensorflow": "2.16.2", "tf-keras": "2.16.0", "tensorflow-text": "2.16.1", "numpy": "1.26.4"},
+               {"tensorflow": "2.18.1", "tf-keras": "2.18.0", "tensorflow-text": "2.18.1"},
                {"ai-edge-litert": None}]
     findings = [f for change in changes for f in check_environment({**stack, **change}, env={})]
     findings += check_environment(stack, env={"TF_USE_LEGACY_KERAS": "0"})

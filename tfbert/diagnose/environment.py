@@ -95,6 +95,15 @@ def check_environment(versions: dict[str, str | None] | None = None,
                   "(MiniLM cosine 0.9645), and tensorflow-text's TFLite kernels of this version crash "
                   "ai-edge-litert (raw-text .tflite)", "tensorflow 2.18-2.21",
                   'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*" (2.18 or newer)')
+        elif tf == (2, 18):
+            # Measured by scripts/version_matrix.py (docs/version_matrix.md) on TensorFlow 2.18.1.
+            findings.append(Finding(
+                "environment", WARN, f"TensorFlow {v['tensorflow']}: export --quantize's int8 .tflite works but is "
+                "40 MiB and runs at 0.36x the fp32 model's speed (MiniLM; 22.5 MiB and faster than fp32 on 2.21), "
+                "and its raw-text .tflite (--tflite_text_input) tokenizes some texts unlike Hugging Face "
+                "(tensorflow-text's FastWordpiece fixes arrived in 2.19)",
+                'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*", or export '
+                "--quantization=dynamic"))
         numpy = _minor(v.get("numpy"))
         if numpy and numpy[0] >= 2 and tf < (2, 18):
             error("numpy", f"TensorFlow {v['tensorflow']} was built against NumPy 1", "numpy<2",
