@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 
 import numpy as np
 import psutil
+
+from tfbert.report import write_json
 
 INT8 = "/tmp/perf_exports/all-minilm-l6-v2-tflite/1/model_int8.tflite"
 
@@ -88,12 +89,7 @@ def main() -> int:
                   "after_start_up": round(rows["beam"]["real_tokens_per_s_after_start_up"]
                                           / rows["single"]["real_tokens_per_s_after_start_up"], 3)},
               "beam_max_abs_diff_vs_single": max_diff}
-    text = json.dumps(result, indent=2)
-    print(text)
-    tmp_out = f"{args.output}.tmp-{os.getpid()}"
-    with open(tmp_out, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp_out, args.output)
+    print(write_json(result, args.output))
     return 0
 
 

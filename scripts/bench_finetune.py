@@ -24,6 +24,8 @@ import statistics
 import subprocess
 import sys
 
+from tfbert.report import write_json
+
 CHILD = r"""
 import json, os, sys, time
 os.environ["TF_USE_LEGACY_KERAS"] = "1"; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -125,13 +127,7 @@ def main() -> None:
     result = {"model": args.model or "all-MiniLM-L6-v2 (embedded)", "batch_size": args.batch_size,
               "seq_length": args.seq_length, "steps": args.steps, "repeat": args.repeat,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "rows": rows}
-    if os.path.dirname(args.output):
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    tmp = f"{args.output}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.output)
-    print(json.dumps(result, indent=2))
+    print(write_json(result, args.output))
 
 
 if __name__ == "__main__":

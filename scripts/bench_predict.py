@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import sys
 import tempfile
+
+from tfbert.report import write_json
 
 INT8 = "/tmp/perf_exports/all-minilm-l6-v2-tflite/1/model_int8.tflite"
 FP32 = "/tmp/perf_exports/fp32/all-minilm-l6-v2-tflite/1/model_none.tflite"
@@ -87,12 +88,7 @@ def main() -> int:
               "texts": len(texts), "batch_size": args.batch_size, "num_threads": args.num_threads,
               "backends": rows, "process_seconds": processes,
               "process_ratio_to_peer": {k: round(v / peer, 3) for k, v in processes.items() if peer and k != PEER}}
-    text = json.dumps(result, indent=2)
-    print(text)
-    tmp_out = f"{args.output}.tmp-{os.getpid()}"
-    with open(tmp_out, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp_out, args.output)
+    print(write_json(result, args.output))
     return 0
 
 

@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from tfbert.report import write_json
+
 # (group, pattern on "dso symbol"), first match wins.
 GROUPS = [
     ("int8 GEMM (XNNPACK qd8/qs8 kernels)", r"xnn_q[a-z0-9]*_.*gemm|xnn_q[a-z0-9]*_.*igemm"),
@@ -164,12 +166,7 @@ def main() -> int:
         result["models"][path] = {"ops": op_inventory(path),
                                   **profile(path, texts=args.texts, passes=args.passes, num_threads=args.num_threads,
                                             batch_size=args.batch_size, frequency=args.frequency)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    tmp_out = f"{args.output}.tmp-{os.getpid()}"
-    with open(tmp_out, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp_out, args.output)
+    print(write_json(result, args.output))
     return 0
 
 

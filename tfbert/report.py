@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,3 +118,16 @@ class Report:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
         return paths
+
+
+def write_json(result: Any, path: str) -> str:
+    """Write a benchmark script's ``result`` to ``path`` as indented JSON through a temporary sibling
+    (a killed run never leaves half a file); returns the text, for printing."""
+    text = json.dumps(result, indent=2)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+    return text
