@@ -31,6 +31,19 @@ def _header(path):
         return n, json.loads(f.read(n))
 
 
+def flip_bytes(path: str, tensor: str, count: int = 4096) -> None:
+    """Invert ``count`` bytes in the middle of ``tensor``'s data in a .safetensors file, in place."""
+    n, header = _header(path)
+    begin, end = header[tensor]["data_offsets"]
+    offset = 8 + n + (begin + end) // 2
+    offset -= offset % 4
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = np.frombuffer(f.read(count), np.uint8)
+        f.seek(offset)
+        f.write((data ^ 0xFF).tobytes())
+
+
 def _load_error(directory, error_type, **kwargs):
     with pytest.raises(error_type) as info:
         load(directory, **kwargs)
@@ -79,16 +92,7 @@ def test_header_offsets_disagreeing_with_shape_are_caught_before_reading(broken)
 
 
 def test_flipped_bytes_are_caught(broken, embed_reference):
-    path = os.path.join(broken, "model.safetensors")
-    n, header = _header(path)
-    begin, end = header["encoder.layer.1.intermediate.dense.weight"]["data_offsets"]
-    offset = 8 + n + (begin + end) // 2
-    offset -= offset % 4
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = np.frombuffer(f.read(4096), np.uint8)
-        f.seek(offset)
-        f.write((data ^ 0xFF).tobytes())
+    flip_bytes(os.path.join(broken, "model.safetensors"), "encoder.layer.1.intermediate.dense.weight")
     message = _load_error(broken, errors.CorruptCheckpointError)
     assert "encoder.layer.1.intermediate.dense.weight" in message
     assert "damaged" in message

@@ -188,7 +188,7 @@ def _damaged_checkpoints(healthy: str, reference) -> dict[str, tuple[str, dict]]
     from safetensors.numpy import load_file, save_file
 
     from tests import tiny
-    from tests.test_diagnose import _edit_config, _header
+    from tests.test_diagnose import _edit_config, flip_bytes
     from tfbert.checkpoint.manifest import write_manifest
 
     def copy(name: str) -> str:
@@ -205,16 +205,7 @@ def _damaged_checkpoints(healthy: str, reference) -> dict[str, tuple[str, dict]]
         path = f"{copy(name)}/model.safetensors"
         with open(path, "r+b") as f:
             f.truncate(size or os.path.getsize(path) // 2)
-    path = f"{copy('flipped')}/model.safetensors"
-    n, header = _header(path)
-    begin, end = header["encoder.layer.1.intermediate.dense.weight"]["data_offsets"]
-    offset = 8 + n + (begin + end) // 2
-    offset -= offset % 4
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = np.frombuffer(f.read(4096), np.uint8)
-        f.seek(offset)
-        f.write((data ^ 0xFF).tobytes())
+    flip_bytes(f"{copy('flipped')}/model.safetensors", "encoder.layer.1.intermediate.dense.weight")
     edit_tensors(copy("nan"), lambda state: state["pooler.dense.bias"].__setitem__(3, np.nan))
     _edit_config(copy("vocab_size"), vocab_size=120, intermediate_size=40)
     _edit_config(copy("heads"), num_attention_heads=5)

@@ -1,6 +1,6 @@
 """The TensorFlow-free tokenizer gives the ids of tfbert's in-graph tokenizer and of Hugging Face.
 
-The cases are tests/test_tokenizer.py's; the expected ids come from Hugging Face's
+The cases are tests/test_tokenizer.py's (which also runs its special-token, long-word and config cases on this tokenizer); the expected ids come from Hugging Face's
 BertTokenizerFast (from the checkpoint's tokenizer.json) and from tfbert's tensorflow-text
 tokenizer, never from the tokenizer under test.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests import test_tokenizer
-from tests.test_tokenizer import HARD, SPECIAL_CASES, assert_same_ids, single_texts, varied_sentences
+from tests.test_tokenizer import assert_same_ids, single_texts, varied_sentences
 
 # test_tokenizer.py's fixtures: the MiniLM checkpoint's files, Hugging Face's tokenizer of it
 # (from its tokenizer.json), and tfbert's tensorflow-text tokenizer ("ours" there).
@@ -60,38 +60,6 @@ def test_code_points_between_letters_match_hugging_face(edge, hf):
     lengths = got["attention_mask"].sum(1)
     bad = [i for i, ids in enumerate(want) if got["input_ids"][i, 1:lengths[i] - 1].tolist() != ids]
     assert not bad, f"{len(bad)} chunks of code points differ, first starting at {hex(code_points[bad[0] * per_text])}"
-
-
-def test_special_tokens_and_long_words(edge, hf):
-    got = edge.tokenize_numpy(SPECIAL_CASES, 32)
-    assert_same_ids(got, hf(SPECIAL_CASES, padding="longest", return_tensors="np"), SPECIAL_CASES)
-    assert edge.mask_id in got["input_ids"][0]
-    assert edge.mask_id not in got["input_ids"][SPECIAL_CASES.index("[MA\u200bSK]")]
-    texts = ["x" * 100, "x" * 101, "é" * 100, "é" * 101, "日本" + "x" * 101, "a" * 400, "a" * 401]
-    long_words = edge.tokenize_numpy(texts, 512)
-    assert_same_ids(long_words, hf(texts, padding="longest", return_tensors="np"), texts)
-    assert long_words["input_ids"][1].tolist()[:3] == [edge.cls_id, edge.unk_id, edge.sep_id]
-
-
-@pytest.mark.parametrize("settings", [
-    {"do_lower_case": False},
-    {"do_lower_case": True, "strip_accents": False},
-    {"do_lower_case": False, "strip_accents": True},
-], ids=["cased", "lower_keep_accents", "cased_strip_accents"])
-def test_tokenizer_config_settings_match(files, tmp_path, settings):
-    from transformers import BertTokenizerFast
-
-    from tfbert.edge_tokenizer import EdgeTokenizer
-    from tfbert.tokenizer import BertTokenizer
-
-    shutil.copy(files.vocab, tmp_path / "vocab.txt")
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", **settings}))
-    paths = str(tmp_path / "vocab.txt"), str(tmp_path / "tokenizer_config.json")
-    texts = HARD + SPECIAL_CASES + varied_sentences(200, seed=2)
-    got = EdgeTokenizer.from_files(*paths).tokenize_numpy(texts, 128)
-    hf = BertTokenizerFast.from_pretrained(str(tmp_path))
-    assert_same_ids(got, hf(texts, padding="longest", truncation=True, max_length=128, return_tensors="np"), texts)
-    assert_same_ids(got, BertTokenizer.from_files(*paths).tokenize_numpy(texts, 128), texts)
 
 
 def test_the_documented_ours_difference_follows_hugging_face(tmp_path):
