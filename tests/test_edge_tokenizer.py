@@ -1,6 +1,7 @@
 """The TensorFlow-free tokenizer gives the ids of tfbert's in-graph tokenizer and of Hugging Face.
 
-The cases are tests/test_tokenizer.py's (which also runs its special-token, long-word and config cases on this tokenizer); the expected ids come from Hugging Face's
+The cases are tests/test_tokenizer.py's (which also runs its special-token, long-word and
+tokenizer_config cases on this tokenizer); the expected ids come from Hugging Face's
 BertTokenizerFast (from the checkpoint's tokenizer.json) and from tfbert's tensorflow-text
 tokenizer, never from the tokenizer under test.
 """
