@@ -21,7 +21,7 @@ import pytest
 import tests.test_predict as predict_tests
 from tests import tiny
 from tests.processes import living, own_descendants, wait_until_ended
-from tfbert import errors
+from tfbert import errors, publish
 
 # test_predict.py's tiny checkpoint and its SavedModel / .tflite exports, registered here by name
 embed_ckpt, tiny_models = predict_tests.embed_ckpt, predict_tests.tiny_models
@@ -228,6 +228,11 @@ def test_cli_runner_equals_single_process_predict_and_refuses_a_second_run(tiny_
     first.write_text("\n".join(lines) + "\n", encoding="utf-8")
     second.write_text("\n".join(reversed(TEXTS)) + "\n", encoding="utf-8")
     output = tmp_path / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a job killed before it published
+    dead.wait()
+    left_over = tmp_path / f".tmp-out+{publish.Owner.me().host}+{dead.pid}+1+abcd"
+    left_over.mkdir()
+    (left_over / "shard-00000-of-00001.npy").write_bytes(b"half")
     args = ["--runner=DirectRunner", f"--input={tmp_path / 'in' / '*'}", f"--output={output}",
             f"--model={tiny_models['tflite']}", f"--vocab={tiny_models['vocab']}", "--max_length=32",
             "--batch_size=4"]
@@ -247,7 +252,7 @@ def test_cli_runner_equals_single_process_predict_and_refuses_a_second_run(tiny_
                    for line in (output / shard["files"][0]).read_text().splitlines()]
     assert [(e["file"], e["line"]) for e in error_lines] == [(str(first), 6)]
     assert "malformed JSON" in error_lines[0]["reason"]
-    assert not [p for p in os.listdir(tmp_path) if ".staging-" in p]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
     before = sorted(os.listdir(output))
     refused = _one_line(_cli(*args))
@@ -337,7 +342,7 @@ def test_a_killed_worker_publishes_nothing(tiny_models, tmp_path):
     assert job.returncode != 0
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("tfbert: error: --runner=")
     assert not output.exists()
-    assert not [p for p in os.listdir(tmp_path) if ".staging-" in p]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
 def test_doctor_reports_the_beam_environment():

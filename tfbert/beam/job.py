@@ -39,7 +39,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
-from tfbert import errors
+from tfbert import errors, publish
 from tfbert.beam.handler import BertModelHandler
 from tfbert.errors import BadInputError, PipelineError, TfbertError
 from tfbert.predict import TextFile, resolve_backend
@@ -113,8 +113,7 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
     if runner == "DirectRunner" and model_path is not None and not os.path.exists(model_path):
         raise BadInputError("no such model file or directory (the DirectRunner's workers read it here)",
                             where=model_path, fix="pass --model=PATH naming a checkpoint, SavedModel or .tflite")
-    staging = f"{output}.staging-{uuid.uuid4().hex[:8]}"
-    FileSystems.mkdirs(staging)
+    staging = _make_staging(output, progress)
     quiet = [] if any(a.startswith("--default_sdk_harness_log_level") for a in pipeline_args) else [
         "--default_sdk_harness_log_level=ERROR"]  # worker processes log every channel they open at INFO
     options = PipelineOptions([f"--runner={runner}", *quiet, *pipeline_args])
@@ -437,16 +436,12 @@ def _publish(staging: str, output: str, manifest: dict, overwrite: bool) -> None
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if os.path.exists(output):
-            if not overwrite:  # created while the job ran
-                raise BadInputError("the output appeared while the job ran", where=output,
-                                    fix="pass --overwrite or another --output")
-            old = f"{output}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(output, old)
-        os.replace(staging, output)
-        if old is not None:
-            shutil.rmtree(old)
+        with publish.locked(os.path.dirname(os.path.abspath(output))):
+            try:
+                publish.publish(staging, os.path.abspath(output), overwrite=overwrite)
+            except FileExistsError:  # created while the job ran
+                raise BadInputError("the output appeared while the job ran; nothing was replaced", where=output,
+                                    fix="pass --overwrite or another --output") from None
         return
     if overwrite and FileSystems.exists(output):
         FileSystems.delete([output])
@@ -455,6 +450,21 @@ def _publish(staging: str, output: str, manifest: dict, overwrite: bool) -> None
     with FileSystems.create(FileSystems.join(output, MANIFEST)) as f:
         f.write(body)
     _remove(staging)
+
+
+def _make_staging(output: str, progress: Callable[[str], None] | None) -> str:
+    """The job's staging directory beside ``output``: locally tfbert's owned staging (:mod:`tfbert.publish`:
+    a dead job's is removed, a live one's kept), on an object store a uniquely named prefix."""
+    if "://" in output:
+        staging = f"{output}.staging-{uuid.uuid4().hex[:8]}"
+        FileSystems.mkdirs(staging)
+        return staging
+    parent, name = os.path.split(os.path.abspath(output))
+    with publish.locked(parent):
+        for line in publish.remove_stale(parent, label=name):
+            if progress is not None:
+                progress(line)
+        return publish.make_staging(parent, name)
 
 
 def _remove(path: str) -> None:
