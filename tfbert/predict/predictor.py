@@ -32,6 +32,7 @@ from tfbert.predict.pipeline import (
     texts_dataset,
 )
 from tfbert.tf import import_tensorflow
+from tfbert.tflite_metadata import BERT_INPUTS
 
 log = logging.getLogger("tfbert")
 
@@ -258,6 +259,12 @@ class Predictor:
         except (ValueError, RuntimeError) as e:
             raise BadInputError("cannot load the TFLite model", where=self.model_path,
                                 fix="pass a .tflite written by python -m tfbert.export --quantize") from e
+        if runner.input_names == sorted(BERT_INPUTS):
+            raise BadInputError("this .tflite is the MediaPipe Tasks model (static length, MediaPipe's input names)",
+                                where=self.model_path, expected="inputs input_ids, attention_mask",
+                                actual=", ".join(runner.input_names),
+                                fix="predict with the model_<quantization>.tflite next to it; run this one in "
+                                "MediaPipe's TextEmbedder or TextClassifier (docs/mobile.md)")
         if self.task == "classify" and os.path.isfile(config_path):
             import json
 
