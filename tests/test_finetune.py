@@ -354,6 +354,23 @@ def test_pooling_is_read_from_a_sentence_transformers_layout(tmp_path, tiny_safe
     assert "\n" not in message
 
 
+def test_doctor_reports_the_pooling_a_classifier_reads(tmp_path, tiny_safetensors):
+    from tfbert.diagnose import diagnose
+
+    def pooling_rows(directory: str) -> list:
+        with diagnose(directory, "classify", scan_values=False, memory=False) as diagnosis:
+            return [(f.status, f.message) for f in diagnosis.findings if f.check == "pooling"]
+
+    cls = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "cls")), "cls_token")
+    [(status, message)] = pooling_rows(cls)
+    assert status == "ok" and "reads cls pooling" in message and "modules.json" in message
+    [(status, message)] = pooling_rows(tiny_safetensors)
+    assert status == "ok" and "reads pooler pooling" in message
+    sqrt = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "sqrt")), "mean_sqrt_len_tokens")
+    [(status, message)] = pooling_rows(sqrt)
+    assert status == "error" and "mean_sqrt_len_tokens" in message
+
+
 def _hf_pooled_logits(directory: str, texts: list[str], pooling: str) -> np.ndarray:
     """Logits from Hugging Face's own encoder, pooled in numpy as sentence-transformers pools,
     then the saved ``classifier`` weights: the reference for every tfbert path."""

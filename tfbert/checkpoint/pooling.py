@@ -84,16 +84,30 @@ def checkpoint_pooling(files: CheckpointFiles, config: dict | None = None) -> st
         >>> checkpoint_pooling(find_checkpoint())  # the embedded MiniLM: its 1_Pooling says mean
         'mean'
     """
+    return pooling_origin(files, config)[0]
+
+
+def pooling_origin(files: CheckpointFiles, config: dict | None = None) -> tuple[str, str]:
+    """:func:`checkpoint_pooling`'s answer and where it comes from, in words (for the doctor).
+
+    Example:
+        >>> from tfbert.checkpoint import find_checkpoint
+        >>> pooling_origin(find_checkpoint())
+        ('mean', "sentence-transformers' modules.json")
+    """
     recorded = (config or {}).get(CONFIG_FIELD)
     if recorded is not None:
         if recorded not in POOLINGS:
             raise ConfigMismatchError("unknown classifier pooling", where=f"{files.config}: {CONFIG_FIELD}",
                                       expected=" | ".join(POOLINGS), actual=recorded,
                                       fix="set it to the pooling the classifier was trained with")
-        return recorded
+        return recorded, f"config.json {CONFIG_FIELD}"
     if any(str(name).endswith("ForSequenceClassification") for name in (config or {}).get("architectures") or ()):
-        return "pooler"
-    return sentence_transformers_pooling(files.root) or "pooler"
+        return "pooler", "architectures: a Hugging Face sequence classifier, trained on the pooler"
+    declared = sentence_transformers_pooling(files.root)
+    if declared is not None:
+        return declared, f"sentence-transformers' {MODULES_FILE}"
+    return "pooler", "Hugging Face BERT's default"
 
 
 def check_pooling(pooling: str, where: str = "--pooling") -> str:

@@ -15,6 +15,7 @@ from tfbert.checkpoint import (
     WeightSource,
     find_checkpoint,
     open_weights,
+    pooling_origin,
 )
 from tfbert.diagnose.artifacts import check_artifact, is_artifact
 from tfbert.diagnose.config_checks import _error, check_config, check_seq_length, check_vocab, read_config
@@ -131,6 +132,13 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
         findings += check_shapes(source, config, task, require_head)
     if config_ok:
         findings += check_vocab(files, config, task)
+    if config_ok and task == "classify":
+        try:
+            pooling, origin = pooling_origin(files, config)
+            findings.append(Finding("pooling", "ok", f"the classifier reads {pooling} pooling, set by {origin} "
+                                                     "(fine-tuning's --pooling chooses another)"))
+        except TfbertError as e:
+            findings.append(_error("pooling", e))
     if source is not None:
         try:
             findings += check_integrity(source, scan_values=scan_values)
