@@ -83,8 +83,8 @@ def run_job(input_pattern: str, output: str, *, runner: str = "DirectRunner", pi
         output: the output directory; it must not exist unless ``overwrite``.
         runner: one of :data:`RUNNERS`.
         pipeline_args: Beam pipeline options, e.g. ``["--direct_num_workers=2"]``.
-        model_path, task, backend, batch_size, max_length, num_threads, vocab_path,
-            texts_per_batch: as for :class:`~tfbert.beam.BertModelHandler`.
+        model_path, task, backend, batch_size, max_length, num_threads, vocab_path, texts_per_batch: as
+            for :class:`~tfbert.beam.BertModelHandler`.
         input_format, text_field, text_column: as for :class:`~tfbert.predict.TextFile`.
         overwrite: replace an existing output.
         progress: called with progress lines (Beam metrics, polled while the job runs).
