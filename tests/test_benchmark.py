@@ -26,7 +26,7 @@ NUM_TEXTS = 40
 MAX_LENGTH = 16  # short enough that some texts are truncated
 
 
-def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", "tfbert.benchmark", *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=timeout)
@@ -194,14 +194,14 @@ def test_help_imports_no_tensorflow():
     code = ("import runpy, sys\nsys.argv = ['tfbert.benchmark', '--help']\n"
             "try:\n    runpy.run_module('tfbert.benchmark', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('TF_LOADED' if 'tensorflow' in sys.modules else 'NO_TF')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900,
                           env=dict(os.environ, PYTHONPATH=REPO))
     assert "--backends" in proc.stdout
     assert proc.stdout.strip().endswith("NO_TF")
 
 
 def test_bad_backends_value_exits_2_with_one_line():
-    proc = _run("--backends=keras-graph,tflite-int4", timeout=60)
+    proc = _run("--backends=keras-graph,tflite-int4", timeout=900)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr

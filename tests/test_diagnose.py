@@ -317,7 +317,7 @@ def test_transformers_455_is_reported_but_not_an_error():
 
 def _doctor(*args):
     return subprocess.run([sys.executable, "-m", "tfbert.doctor", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
 
 
 def test_doctor_exit_codes_and_json(broken, tiny_safetensors):
@@ -360,5 +360,5 @@ def test_doctor_help_does_not_import_tensorflow():
             "try:\n    runpy.run_module('tfbert.doctor', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED')")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert "TF_NOT_LOADED" in result.stdout and "--model" in result.stdout

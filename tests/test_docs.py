@@ -31,7 +31,7 @@ def test_mkdocs_build_strict(tmp_path):
     """A broken link, a missing nav page, an unknown anchor or an API docstring griffe cannot
     render fails the build (mkdocs.yml sets the checks to warnings, --strict makes them errors)."""
     run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         cwd=ROOT, capture_output=True, text=True, timeout=900,
                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for page in ("index.html", "api/export/index.html", "troubleshooting/index.html"):
@@ -59,7 +59,7 @@ def _cli_flags(command: str) -> frozenset[str]:
     """Every flag ``python -m tfbert.<command>`` accepts, from its --helpfull (no TensorFlow import);
     a boolean ``--[no]x`` gives both ``x`` and ``nox``."""
     run = subprocess.run([sys.executable, "-m", f"tfbert.{command}", "--helpfull"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=900)
     assert run.returncode in (0, 1), run.stderr[-2000:]  # absl's --helpfull exits 1
     flags = {"help", "helpfull", "helpshort", "helpxml"}  # absl's own, not listed
     for negatable, name in re.findall(r"^\s+--(\[no\])?([A-Za-z0-9_]+):", run.stdout, re.MULTILINE):
@@ -76,7 +76,7 @@ def _beam_options() -> frozenset[str]:
     not its own to Beam (docs/beam.md)."""
     code = ("from apache_beam.options.pipeline_options import PipelineOptions\n"
             "print('\\n'.join(PipelineOptions([]).get_all_options()))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     return frozenset(run.stdout.split())
 

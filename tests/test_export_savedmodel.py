@@ -194,7 +194,7 @@ def test_killed_export_leaves_no_version_and_is_cleaned_up(classifier, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not [d for d in os.listdir(model_dir) if d.isdigit()]  # nothing half-written was published
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(model_dir)) == ["1"]  # the leftover temporary was removed
 
@@ -228,7 +228,7 @@ def test_killed_export_takes_its_verification_process_with_it(classifier, tmp_pa
 
 def test_export_cli_error_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tfbert.export", "--model=/no/such/dir", f"--output_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "/no/such/dir" in result.stderr
     assert "Traceback" not in result.stderr
@@ -238,7 +238,7 @@ def test_doctor_accepts_the_savedmodel(classifier, tmp_path):
     _, directory = classifier
     result = _export(directory, tmp_path)
     out = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={result.path}", "--json"],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     message = next(row["message"] for row in json.loads(out.stdout)["rows"] if row["check"] == "files")
     assert "serving_default(text)" in message and "tokenized(attention_mask, input_ids, token_type_ids)" in message

@@ -109,13 +109,13 @@ def test_doctor_accepts_the_tflite_and_catches_tampering(tiny_embed, tmp_path):
     result = export_tflite(model, tokenizer, task="embed", quantization="dynamic", output_dir=str(tmp_path),
                            name="tiny", version=1, max_seq_length=32, held_out_texts=TEXTS[:8])
     doctor = [sys.executable, "-m", "tfbert.doctor", f"--model={result.path}", "--json"]
-    healthy = subprocess.run(doctor, capture_output=True, text=True, timeout=120)
+    healthy = subprocess.run(doctor, capture_output=True, text=True, timeout=900)
     assert healthy.returncode == 0, healthy.stdout
     assert "runs in LiteRT: sentence_embedding [1, 32]" in healthy.stdout
     with open(result.path, "r+b") as f:
         f.seek(os.path.getsize(result.path) // 2)
         f.write(b"\x00" * 64)
-    damaged = subprocess.run(doctor, capture_output=True, text=True, timeout=120)
+    damaged = subprocess.run(doctor, capture_output=True, text=True, timeout=900)
     assert damaged.returncode == 2
     messages = [row["message"] for row in json.loads(damaged.stdout)["rows"] if row["status"] == "error"]
     assert any("model_dynamic.tflite: sha256 differs from the manifest" in m for m in messages)
@@ -188,7 +188,7 @@ def test_cli_gates_on_held_out_data_or_a_held_out_share_of_calibration_data(tmp_
         cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--nosaved_model", "--quantize",
                "--notflite_speed", "--max_seq_length=32", f"--output_dir={tmp_path / 'out'}", "--name=tiny",
                f"--version={version}", f"--calibration_data={calibration}", *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
         with open(tmp_path / "out" / "tiny-tflite" / str(version) / "report.json", encoding="utf-8") as f:
             return json.load(f)
@@ -212,7 +212,7 @@ def test_cli_verifies_the_savedmodel_while_converting_and_publishes_both_or_neit
     def export(*extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "tfbert.export", f"--model={directory}", "--quantize", "--notflite_speed",
                "--max_seq_length=32", f"--output_dir={out}", "--name=tiny", *extra]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
     # The TFLite model fails its gate while the SavedModel is being verified: nothing is published,
     # no staging directory or verifying process is left, and the error is one line.

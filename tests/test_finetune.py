@@ -119,7 +119,7 @@ def tf_softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_doctor_accepts_the_output_and_the_directory_is_complete(trained):
     run = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={trained['out']}", "--task=classify",
-                          "--seq_length=16"], capture_output=True, text=True, timeout=120)
+                          "--seq_length=16"], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     names = set(os.listdir(trained["out"]))
     assert {"config.json", "model.safetensors", "vocab.txt", "SHA256SUMS", "eval_report.json",
@@ -164,7 +164,7 @@ def test_cli_missing_column_is_one_line_and_exit_2(tmp_path, trained):
     run = subprocess.run([sys.executable, "-m", "tfbert.finetune", f"--model={trained['base']}",
                           f"--train={root / 'train.csv'}", f"--eval={root / 'eval.csv'}",
                           f"--output_dir={tmp_path / 'out'}", "--text_column=sentence", "--label_column=missing"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "'missing'" in lines[0] and "--label_column" in lines[0]
@@ -281,7 +281,7 @@ def test_fill_mask_on_minilm_without_mlm_head_is_one_clear_line(tmp_path, minilm
     (tmp_path / "in.txt").write_text("a [MASK] sat on the mat\n")
     run = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={minilm_path}", "--task=fill_mask",
                           f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'out.jsonl'}"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 2
     lines = [line for line in run.stderr.strip().splitlines() if line.startswith("tfbert:")]
     assert len(lines) == 1 and "no fill_mask head" in lines[0] and "noise" in lines[0]
@@ -305,7 +305,7 @@ def test_cli_mixed_precision_and_class_weights_end_to_end(tmp_path, trained):
                           f"--train={tmp_path / 'train.csv'}", f"--eval={root / 'eval.csv'}",
                           f"--output_dir={tmp_path / 'out'}", "--text_column=sentence", "--label_column=topic",
                           "--freeze=embeddings,encoder:0", "--epochs=8", "--max_length=16", "--learning_rate=3e-3",
-                          "--mixed_precision", "--class_weights"], capture_output=True, text=True, timeout=300)
+                          "--mixed_precision", "--class_weights"], capture_output=True, text=True, timeout=900)
     if not bf16_capable_cpu():
         assert run.returncode == 2 and "drop --mixed_precision" in run.stderr.strip().splitlines()[-1]
         return
@@ -470,7 +470,7 @@ def test_learning_rate_follows_what_trains_and_help_states_it():
     # all_but_head leaves the head trainable, and with --pooling=pooler the pooler is part of it.
     assert parse_freeze("all_but_head", 6).pooler is False
     run = subprocess.run([sys.executable, "-m", "tfbert.finetune", "--help"], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=900)
     text = " ".join(run.stdout.split())  # absl wraps the help lines
     assert "Default: 3e-3 when only the head trains" in text and "5e-5 when any encoder layer" in text
     assert "--pooling" in text and "--allow_no_learning" in text
@@ -488,7 +488,7 @@ def test_random_labels_exit_3_with_one_line_and_pass_with_allow_no_learning(tmp_
                f"--train={tmp_path / 'train.csv'}", f"--eval={tmp_path / 'eval.csv'}", "--freeze=all_but_head",
                "--epochs=1", "--max_length=16"]
     refused = subprocess.run([*command, f"--output_dir={tmp_path / 'refused'}"], capture_output=True, text=True,
-                             timeout=300)
+                             timeout=900)
     assert refused.returncode == 3, refused.stderr[-2000:]
     lines = [line for line in refused.stderr.splitlines() if line.startswith("tfbert:")]
     assert len(lines) == 1 and "learned nothing" in lines[0] and "--allow_no_learning" in lines[0], lines

@@ -250,13 +250,13 @@ def test_doctor_recognises_the_mediapipe_model_and_refuses_one_without_metadata(
     folder, _, _ = classifier
     doctor = [sys.executable, "-m", "tfbert.doctor", "--json"]
     healthy = subprocess.run([*doctor, f"--model={folder / 'model_int8_mediapipe.tflite'}"], capture_output=True,
-                             text=True, timeout=180)
+                             text=True, timeout=900)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr[-2000:]
     assert "MediaPipe Tasks model: BertTokenizer with vocab.txt" in healthy.stdout
     assert "labels.txt (3 labels)" in healthy.stdout
     bare = tmp_path / "model_int8_mediapipe.tflite"  # the plain model, renamed: no metadata, no tokenizer
     shutil.copy(folder / "model_int8.tflite", bare)
-    refused = subprocess.run([*doctor, f"--model={bare}"], capture_output=True, text=True, timeout=180)
+    refused = subprocess.run([*doctor, f"--model={bare}"], capture_output=True, text=True, timeout=900)
     assert refused.returncode == 2
     errors_ = [row for row in json.loads(refused.stdout)["rows"] if row["status"] == "error"]
     assert [row["check"] for row in errors_] == ["mediapipe"]
@@ -269,7 +269,7 @@ def test_predict_names_the_model_to_use_instead_of_the_mediapipe_one(classifier,
     (tmp_path / "in.txt").write_text("good film\n")
     proc = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={folder / 'model_int8_mediapipe.tflite'}",
                            "--task=classify", f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'out.jsonl'}"],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "MediaPipe Tasks model" in proc.stderr and "model_<quantization>.tflite next to it" in proc.stderr
     assert not (tmp_path / "out.jsonl").exists()

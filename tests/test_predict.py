@@ -235,13 +235,13 @@ def test_cli_writes_npy_and_fails_in_one_line(embed_ckpt, golden, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     base = [sys.executable, "-m", "tfbert.predict", f"--model={directory}", "--max_length=32", "--batch_size=3"]
     done = subprocess.run([*base, f"--input={source}", f"--output={output}"], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=900)
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(np.load(output), golden, atol=1e-5)
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
     missing = subprocess.run([*base, f"--input={tmp_path / 'nope.txt'}", f"--output={tmp_path / 'x.npy'}"],
-                             capture_output=True, text=True, env=env, timeout=60)
+                             capture_output=True, text=True, env=env, timeout=900)
     assert missing.returncode == 2
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.txt" in lines[0] and "fix:" in lines[0]
@@ -259,7 +259,7 @@ def test_cli_round_trip_from_jsonl_csv_and_tfrecord_to_jsonl(tiny_models, golden
         done = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={tiny_models['tflite']}",
                                f"--vocab={tiny_models['vocab']}", f"--input={paths[fmt]}", f"--output={output}",
                                "--text_field=body", "--text_column=sentence", "--max_length=32", "--batch_size=3",
-                               "--noprogress"], capture_output=True, text=True, env=env, timeout=120)
+                               "--noprogress"], capture_output=True, text=True, env=env, timeout=900)
         assert done.returncode == 0, done.stderr
         rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
         assert [r["index"] for r in rows] == list(range(len(texts))), fmt
@@ -492,7 +492,7 @@ def _run_without_tensorflow(args: list[str], directory, command: str = "predict"
     env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{os.getcwd()}", IMPORT_RECORD=str(record))
     flags = ["--noprogress"] if command == "predict" else []
     done = subprocess.run([sys.executable, "-m", f"tfbert.{command}", *flags, *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, env=env, timeout=900)
     return done, json.loads(record.read_text())
 
 
@@ -625,7 +625,7 @@ def test_tflite_predict_names_a_disagreeing_tokenizer_json_once_and_tokenizes_wi
         done = subprocess.run([sys.executable, "-m", "tfbert.predict", f"--model={model}", f"--vocab={vocab_path}",
                                "--task=classify", f"--input={source}", f"--output={outputs[name]}", "--noprogress"],
                               capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()),
-                              timeout=120)
+                              timeout=900)
         assert done.returncode == 0, done.stderr
         warnings[name] = [line for line in done.stderr.splitlines() if "tokenizer.json" in line]
     assert warnings["checkpoint"] == []

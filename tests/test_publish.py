@@ -141,7 +141,7 @@ def test_published_files_are_readable_by_a_server_running_as_another_user(tmp_pa
 def test_a_model_directory_others_cannot_read_is_refused_before_anything_is_written(checkpoint, tmp_path):
     (tmp_path / "tiny").mkdir(mode=0o700)
     os.chmod(tmp_path / "tiny", 0o700)
-    result = subprocess.run(_export_cmd(checkpoint, tmp_path), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(_export_cmd(checkpoint, tmp_path), capture_output=True, text=True, timeout=900)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("tfbert:")]
     assert len(lines) == 1 and "0700" in lines[0] and "chmod 755" in lines[0], result.stderr[-2000:]

@@ -205,7 +205,7 @@ def test_export_cli_refuses_a_warmup_record_for_a_missing_signature(classifier, 
               "export.run()\n")
     result = subprocess.run([sys.executable, "-c", script, f"--model={classifier[1]}", "--task=classify",
                              f"--output_dir={tmp_path}", "--name=tiny", "--max_seq_length=32"],
-                            capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+                            capture_output=True, text=True, timeout=900, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert "classify_v2" in line and "warmup" in line and "Traceback" not in result.stderr
@@ -239,7 +239,7 @@ def test_cpp_loader_refuses_what_the_python_reload_accepts(exported, tmp_path):
     assert "tagged 'serve'" in str(info.value)
     loader = subprocess.run([sys.executable, "-c", "import sys; from tfbert.deploy import c_api; "
                              "c_api.SavedModelSession(sys.argv[1])", untagged],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=900)
     assert loader.returncode != 0 and "matching supplied tags" in loader.stderr
 
 
@@ -404,7 +404,7 @@ def test_doctor_states_the_op_audit_and_minimum_tf_serving(exported, tmp_path):
 
     def serving_row(path):
         out = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={path}", "--json"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=900)
         return out.returncode, next(r for r in json.loads(out.stdout)["rows"] if r["check"] == "serving")
 
     code, row = serving_row(exported.path)
