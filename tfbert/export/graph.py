@@ -98,17 +98,30 @@ class EncoderGraph:
         return self._collector
 
     def _layer(self, i: int) -> dict:
+        """Layer ``i``'s matmuls as ``(weight [in, out], bias)`` and its LayerNorms' ``(gamma, beta)``.
+
+        The Q/K/V and FFN-in matmuls read the LayerNorm before them *normalised but before its
+        gamma and beta*: ``(n * gamma + beta) @ W + b = n @ (gamma[:, None] * W) + (beta @ W + b)``,
+        so their weights and biases here have that LayerNorm's affine folded in. The residual
+        stream carries ``n * gamma`` without beta, which joins the bias of the matmul whose output
+        is added to it (attention-out, FFN-out). Both are exact in float, and take an add per
+        LayerNorm out of the graph (SmoothQuant's per-channel multiply, when smoothing, stays:
+        the residual needs the unsmoothed values).
+        """
         g = lambda n: self.w[f"bert.encoder.layer.{i}.{n}"]  # noqa: E731
         scale = 1.0 / np.sqrt(self.config["hidden_size"] // self.heads)
         qkv_w = np.concatenate([g("attention.self.query.weight") * scale, g("attention.self.key.weight"),
                                 g("attention.self.value.weight")], 0).T
         qkv_b = np.concatenate([g("attention.self.query.bias") * scale, g("attention.self.key.bias"),
                                 g("attention.self.value.bias")])
-        return {"qkv": (qkv_w, qkv_b), "out": (g("attention.output.dense.weight").T, g("attention.output.dense.bias")),
-                "ffn_in": (g("intermediate.dense.weight").T, g("intermediate.dense.bias")),
-                "ffn_out": (g("output.dense.weight").T, g("output.dense.bias")),
-                "ln1": (g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias")),
-                "ln2": (g("output.LayerNorm.weight"), g("output.LayerNorm.bias"))}
+        before = ("bert.embeddings.LayerNorm" if i == 0 else f"bert.encoder.layer.{i - 1}.output.LayerNorm")
+        ln0 = (self.w[f"{before}.weight"], self.w[f"{before}.bias"])
+        ln1 = (g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias"))
+        return {"qkv": _fold_affine(ln0, qkv_w, qkv_b),
+                "out": (g("attention.output.dense.weight").T, g("attention.output.dense.bias") + ln0[1]),
+                "ffn_in": _fold_affine(ln1, g("intermediate.dense.weight").T, g("intermediate.dense.bias")),
+                "ffn_out": (g("output.dense.weight").T, g("output.dense.bias") + ln1[1]),
+                "ln1": ln1, "ln2": (g("output.LayerNorm.weight"), g("output.LayerNorm.bias"))}
 
     def module(self, collect: bool = False, tokenizer=None, max_seq_length: int = 128,
                fixed_length: int | None = None, output: str | None = None):
@@ -131,6 +144,7 @@ class EncoderGraph:
         tf = import_tensorflow()
         w, eps, heads = self.w, self.eps, self.heads
         hidden = self.config["hidden_size"]
+        head_size = hidden // heads
         serving, top_k = self.serving, self.top_k
         type0 = w["bert.embeddings.token_type_embeddings.weight"][0]
         # Serving looks token types up; TFLite's inputs have none, so type 0 joins the positions.
@@ -140,10 +154,12 @@ class EncoderGraph:
         pooling = self.config.get(CONFIG_FIELD, "pooler")
         mask_value = HF_MASK_BIAS if serving else LITE_MASK_BIAS
 
+        def normalized(x):  # LayerNorm before its gamma and beta
+            centred = x - tf.reduce_mean(x, -1, keepdims=True)
+            return centred * tf.math.rsqrt(tf.reduce_mean(centred * centred, -1, keepdims=True) + eps)
+
         def norm(x, gamma, beta):
-            mean = tf.reduce_mean(x, -1, keepdims=True)
-            centred = x - mean
-            return centred * tf.math.rsqrt(tf.reduce_mean(centred * centred, -1, keepdims=True) + eps) * gamma + beta
+            return normalized(x) * gamma + beta
 
         def activation(x):
             return bert_activation(x, act)  # the model's own (tfbert.keras_bert)
@@ -189,9 +205,6 @@ class EncoderGraph:
                     # has no transpose of every weight matrix to fold (time and a copy of the weights).
                     return tf.matmul(x, const(weight.T), transpose_b=True) + const(bias)
 
-                def split_heads(x):
-                    return tf.transpose(tf.reshape(x, [batch, seq, heads, hidden // heads]), [0, 2, 1, 3])
-
                 word_table = const(w["bert.embeddings.word_embeddings.weight"])
                 x = tf.gather(word_table, input_ids) \
                     + tf.expand_dims(tf.slice(const(positions), [0, 0], [seq, hidden]), 0)
@@ -200,18 +213,26 @@ class EncoderGraph:
                     x += tf.gather(const(w["bert.embeddings.token_type_embeddings.weight"]), types)
                 elif token_type_ids is not None:  # type 0 is in the positions already
                     x += tf.gather(const(w["bert.embeddings.token_type_embeddings.weight"] - type0), token_type_ids)
-                x = norm(tf.reshape(x, [batch * seq, hidden]), const(w["bert.embeddings.LayerNorm.weight"]),
-                         const(w["bert.embeddings.LayerNorm.bias"]))
+                # n: the last LayerNorm's output before its gamma and beta; x: the residual stream,
+                # n * gamma (both betas and this gamma are folded into matmuls: see _layer).
+                n = normalized(tf.reshape(x, [batch * seq, hidden]))
+                x = n * const(w["bert.embeddings.LayerNorm.weight"])
                 mask = tf.cast(attention_mask, tf.float32)
                 mask_bias = tf.reshape((1.0 - mask) * mask_value, [batch, 1, 1, seq])
                 for i, p in enumerate(layers):
-                    q, k, v = tf.split(dense(x, f"qkv{i}", p["qkv"]), 3, axis=-1)
-                    probs = tf.nn.softmax(tf.matmul(split_heads(q), split_heads(k), transpose_b=True) + mask_bias, -1)
-                    context = tf.reshape(tf.transpose(tf.matmul(probs, split_heads(v)), [0, 2, 1, 3]),
-                                         [batch * seq, hidden])
-                    x = norm(dense(context, f"out{i}", p["out"]) + x, *map(const, p["ln1"]))
-                    x = norm(dense(activation(dense(x, f"ffn_in{i}", p["ffn_in"])), f"ffn_out{i}", p["ffn_out"]) + x,
-                             *map(const, p["ln2"]))
+                    # One transpose of the fused Q/K/V output to [batch, 3 * heads, seq, head_size], then
+                    # one split: the graph had a split, three reshapes and three transposes, each a copy.
+                    qkv = tf.transpose(tf.reshape(dense(n, f"qkv{i}", p["qkv"]), [batch, seq, 3 * heads, head_size]),
+                                       [0, 2, 1, 3])
+                    q, k, v = tf.split(qkv, 3, axis=1)
+                    probs = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) + mask_bias, -1)
+                    context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [batch * seq, hidden])
+                    n = normalized(dense(context, f"out{i}", p["out"]) + x)
+                    x = n * const(p["ln1"][0])
+                    h = activation(dense(n, f"ffn_in{i}", p["ffn_in"]))
+                    n = normalized(dense(h, f"ffn_out{i}", p["ffn_out"]) + x)
+                    x = n * const(p["ln2"][0])
+                x += const(layers[-1]["ln2"][1])  # the last beta: no matmul after it to take it
                 states = tf.reshape(x, [batch, seq, hidden])
                 if task == "embed":
                     # Mean pooling's 1/count cancels in the L2 normalisation, and dropping the
@@ -272,3 +293,11 @@ class EncoderGraph:
         if fixed_length is not None:
             return FixedGraph()
         return TokenGraph() if tokenizer is None else TextGraph()
+
+
+def _fold_affine(gamma_beta: tuple[np.ndarray, np.ndarray], weight: np.ndarray, bias: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight, bias)`` [in, out] of a matmul reading ``n * gamma + beta``, as one reading ``n``."""
+    gamma, beta = (a.astype(np.float64) for a in gamma_beta)
+    w64 = weight.astype(np.float64)
+    return (gamma[:, None] * w64).astype(np.float32), (beta @ w64 + bias).astype(np.float32)
