@@ -45,3 +45,173 @@ def test_a_sequence_classifier_is_not_loaded_as_a_token_head(tmp_path):
     json.dump(config, open(os.path.join(directory, "config.json"), "w"))
     with pytest.raises(TfbertError, match="BertForSequenceClassification head"):
         tfbert_model.load(directory, "token_classify", require_head=True)
+
+
+# Sub-word splits (the tiny vocab has few whole words), punctuation, accents, a [MASK] written in the text.
+TEXTS = ["The cats sat on the mat.", "Hello World, the Café naïve dogs ran!", "Élan vital: a bird flew to Zürich.",
+         "xyzzy [MASK] ok", "a", "good movie... great FILM, terrible fun?! (happy) sad-bird"]
+
+
+def _hf_pipeline(model, vocab: str, strategy: str):
+    from transformers import BertTokenizerFast, TokenClassificationPipeline
+
+    return TokenClassificationPipeline(model=model, tokenizer=BertTokenizerFast(vocab, do_lower_case=True),
+                                       framework="tf", aggregation_strategy=strategy)
+
+
+def _hf_entities(pipeline, texts):
+    return [[(e["entity_group"], int(e["start"]), int(e["end"]), float(e["score"])) for e in pipeline(text)]
+            for text in texts]
+
+
+def _same(ours, theirs, atol=1e-4):
+    """Entity lists equal: label, start, end exactly, score to ``atol``."""
+    assert [[e[:3] for e in row] for row in ours] == [[e[:3] for e in row] for row in theirs]
+    for row_ours, row_theirs in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose([e[3] for e in row_ours], [e[3] for e in row_theirs], atol=atol, rtol=0)
+
+
+def _tuples(entities):
+    return [[(e.label, e.start, e.end, e.score) for e in row] for row in entities]
+
+
+def test_token_offsets_equal_hugging_faces_offset_mapping(minilm_path):
+    import tensorflow as tf
+    from transformers import BertTokenizerFast
+
+    from tfbert.edge_tokenizer import EdgeTokenizer
+    from tfbert.tokenizer import BertTokenizer
+
+    texts = ["Héllo  Wörld, café\u0301 A\u200bB 中文 [MASK] x", "Straße in São Paulo 42nd!", "e\u0301tudes naïve",
+             "x" * 120 + " ok", " \x07bell\x00 zero\u200b", "🙂 emoji 😀s", "ﬁnance Ⅻ ㎏", "", "İstanbul", "tab\tnew\nline"]
+    vocab, config = os.path.join(minilm_path, "vocab.txt"), os.path.join(minilm_path, "tokenizer_config.json")
+    hf = BertTokenizerFast(vocab, do_lower_case=True)(texts, padding="longest", return_offsets_mapping=True,
+                                                     return_special_tokens_mask=True)
+    mapping = np.array(hf["offset_mapping"])
+    special = np.array(hf["special_tokens_mask"]) > 0
+    expected = {"input_ids": np.array(hf["input_ids"]), "start": np.where(special, 0, mapping[..., 0]),
+                "end": np.where(special, 0, mapping[..., 1])}
+    graph = BertTokenizer.from_files(vocab, config).tokenize_with_offsets(tf.constant(texts), 512)
+    edge = EdgeTokenizer.from_files(vocab, config).tokenize_with_offsets(texts, 512)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(graph[key].numpy(), value, err_msg=key)
+        np.testing.assert_array_equal(edge[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "max"])
+def test_entities_equal_hugging_faces_pipeline(strategy, token_reference, token_checkpoint):
+    """numpy (predict's .tflite path) and the SavedModel's graph group entities as Hugging Face's pipeline."""
+    import tensorflow as tf
+
+    from tfbert.edge_tokenizer import EdgeTokenizer
+    from tfbert.export.savedmodel import build_serving_module
+    from tfbert.tasks import TagTables, aggregate_batch, entities_from_outputs
+    from tfbert.tokenizer import BertTokenizer
+
+    vocab, config = os.path.join(token_checkpoint, "vocab.txt"), os.path.join(token_checkpoint, "tokenizer_config.json")
+    theirs = _hf_entities(_hf_pipeline(token_reference, vocab, strategy), TEXTS)
+    assert sum(map(len, theirs)) >= 10  # the random tags give entities of every shape
+    edge = EdgeTokenizer.from_files(vocab, config)
+    tokens = edge.tokenize_with_offsets(TEXTS, 64)
+    logits = token_reference(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).logits.numpy()
+    _same(_tuples(aggregate_batch(TEXTS, dict(tokens, logits=logits), TagTables.for_tokenizer(tiny.TAGS, edge),
+                                  strategy)), theirs)
+    model = tfbert_model.load(token_checkpoint, "token_classify", require_head=True)
+    module = build_serving_module(model, BertTokenizer.from_files(vocab, config), "token_classify", max_seq_length=64,
+                                  aggregation=strategy)
+    out = {k: v.numpy() for k, v in module.serve_text(tf.constant(TEXTS)).items()}
+    assert out["entity_label"].shape == out["entity_start"].shape == (len(TEXTS), max(map(len, theirs)))
+    _same(_tuples(entities_from_outputs(out, row) for row in range(len(TEXTS))), theirs)
+    words = [[TEXTS[row][e[1]:e[2]] for e in entities] for row, entities in enumerate(theirs)]
+    assert [[w.decode() for w in out["entity_word"][row, :len(ws)]] for row, ws in enumerate(words)] == words
+
+
+@pytest.fixture(scope="module")
+def token_exports(token_checkpoint, tmp_path_factory):
+    """The tiny Hugging Face token classifier exported once: SavedModel (aggregation first, verified with
+    TensorFlow's C++ loader as every export is) and an fp32 .tflite with its vocab and config beside it."""
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export import export_saved_model, export_tflite
+    from tfbert.tokenizer import BertTokenizer
+
+    out = str(tmp_path_factory.mktemp("token_exports"))
+    files = find_checkpoint(token_checkpoint)
+    model = tfbert_model.load(token_checkpoint, "token_classify", require_head=True)
+    tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+    saved = export_saved_model(model, tokenizer, task="token_classify", vocab_file=files.vocab, output_dir=out,
+                               name="ner", max_seq_length=64)
+    lite = export_tflite(model, tokenizer, task="token_classify", quantization="none", output_dir=out, name="ner",
+                         max_seq_length=64, speed_vs_fp32=False, checkpoint_files=files)
+    return saved, lite
+
+
+def test_exported_savedmodel_predicts_hugging_faces_entities(token_exports, token_reference, token_checkpoint):
+    from tfbert.predict.entities import EntityPredictor
+
+    saved, _ = token_exports
+    assert saved.signatures == ["serving_default", "tokenized"] and saved.warmup_requests > 0
+    predictor = EntityPredictor(saved.path)
+    assert predictor.aggregation == "first"
+    theirs = _hf_entities(_hf_pipeline(token_reference, os.path.join(token_checkpoint, "vocab.txt"), "first"), TEXTS)
+    _same(_tuples(predictor.predict(TEXTS)), theirs)
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "max"])
+def test_exported_tflite_predicts_hugging_faces_entities(strategy, token_exports, token_reference, token_checkpoint):
+    from tfbert.predict.entities import EntityPredictor
+
+    _, lite = token_exports
+    assert lite.fidelity["argmax_agreement"] == 1.0
+    theirs = _hf_entities(_hf_pipeline(token_reference, os.path.join(token_checkpoint, "vocab.txt"), strategy), TEXTS)
+    _same(_tuples(EntityPredictor(lite.path, max_length=64, aggregation=strategy).predict(TEXTS)), theirs)
+
+
+def test_a_100000_character_text_is_truncated_to_max_length(token_exports):
+    """Truncation (not windowing): the entities of a very long text are those of its first max_length - 2 tokens."""
+    from tfbert.predict.entities import EntityPredictor
+
+    saved, lite = token_exports
+    text = "the cats sat. " * 7143  # 100,002 characters
+    head = text[:14 * 20]  # the first 20 sentences hold more than 62 tokens
+    for predictor in (EntityPredictor(saved.path), EntityPredictor(lite.path, max_length=64)):
+        long, short = predictor.predict([text, head])
+        assert _tuples([long]) == _tuples([short]) and all(e.end <= len(head) for e in long)
+
+
+def test_seqeval_scores_equal_seqevals():
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    from tfbert.tasks.tagging_metrics import TaggingEvaluation, chunks
+
+    rng = np.random.default_rng(0)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "E-LOC", "S-PER"]
+    true = [[str(t) for t in rng.choice(tags, rng.integers(1, 12))] for _ in range(300)]
+    predicted = [[t if rng.random() < 0.7 else str(rng.choice(tags)) for t in row] for row in true]
+    evaluation = TaggingEvaluation(true, predicted)
+    assert evaluation.precision == pytest.approx(precision_score(true, predicted))
+    assert evaluation.recall == pytest.approx(recall_score(true, predicted))
+    assert evaluation.f1 == pytest.approx(f1_score(true, predicted))
+    assert chunks(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-PER"]) == [("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 4),
+                                                                        ("PER", 5, 5)]
+    everything_outside = TaggingEvaluation(true, [["O"] * len(row) for row in true])
+    assert everything_outside.f1 == 0.0 and not everything_outside.learned
+
+
+def test_conll_and_jsonl_give_the_same_first_sub_token_labels(tmp_path, token_checkpoint):
+    from tfbert.edge_tokenizer import EdgeTokenizer
+    from tfbert.tasks.tagged_data import IGNORE, read_tagged, tag_names, token_labels
+
+    (tmp_path / "a.conll").write_text("-DOCSTART- -X- O\n\nHello X B-PER\ncats X I-PER\n, X O\nred X B-LOC\n\n"
+                                      "a X O\n")
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "Hello cats, red", "spans": [
+        {"start": 0, "end": 10, "label": "PER"}, {"start": 12, "end": 15, "label": "LOC"}]}) + "\n"
+        + json.dumps({"text": "a", "spans": []}) + "\n")
+    conll, jsonl = read_tagged(str(tmp_path / "a.conll")), read_tagged(str(tmp_path / "a.jsonl"))
+    assert conll.tags == jsonl.tags == [["B-PER", "I-PER", "O", "B-LOC"], ["O"]]
+    names = tag_names(conll.tags)
+    assert names == ["O", "B-LOC", "B-PER", "I-PER"]
+    edge = EdgeTokenizer.from_files(os.path.join(token_checkpoint, "vocab.txt"))
+    for data in (conll, jsonl):
+        labels = token_labels(data, edge, names, 32).labels[0]
+        # [CLS] hello cat ##s , red [SEP]: the word's tag on its first sub-token only
+        assert labels[:7].tolist() == [IGNORE, 2, 3, IGNORE, 0, 1, IGNORE]
