@@ -7,6 +7,8 @@ References: Hugging Face's ``TFBertForTokenClassification`` for the logits and i
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,7 +85,8 @@ def test_token_offsets_equal_hugging_faces_offset_mapping(minilm_path):
     from tfbert.tokenizer import BertTokenizer
 
     texts = ["Héllo  Wörld, café\u0301 A\u200bB 中文 [MASK] x", "Straße in São Paulo 42nd!", "e\u0301tudes naïve",
-             "x" * 120 + " ok", " \x07bell\x00 zero\u200b", "🙂 emoji 😀s", "ﬁnance Ⅻ ㎏", "", "İstanbul", "tab\tnew\nline"]
+             "x" * 120 + " ok", " \x07bell\x00 zero\u200b", "🙂 emoji 😀s", "ﬁnance Ⅻ ㎏", "", "İstanbul",
+             "tab\tnew\nline"]
     vocab, config = os.path.join(minilm_path, "vocab.txt"), os.path.join(minilm_path, "tokenizer_config.json")
     hf = BertTokenizerFast(vocab, do_lower_case=True)(texts, padding="longest", return_offsets_mapping=True,
                                                      return_special_tokens_mask=True)
@@ -215,3 +218,118 @@ def test_conll_and_jsonl_give_the_same_first_sub_token_labels(tmp_path, token_ch
         labels = token_labels(data, edge, names, 32).labels[0]
         # [CLS] hello cat ##s , red [SEP]: the word's tag on its first sub-token only
         assert labels[:7].tolist() == [IGNORE, 2, 3, IGNORE, 0, 1, IGNORE]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=900)
+
+
+def _write_tagged(directory, sentences: int, seed: int) -> tuple[str, str]:
+    """A learnable tagging task in the tiny vocab's words: colours are COLOR, animals (with a plural
+    continuing the entity) ANIMAL. Written as CoNLL columns and as JSONL spans."""
+    rng = np.random.default_rng(seed)
+    other = "the a is was of and to in it on sat ran flew good bad hello world yes no movie film great fun".split()
+    conll, jsonl = [], []
+    for _ in range(sentences):
+        words = []
+        for _ in range(rng.integers(3, 9)):
+            r = rng.random()
+            if r < 0.2:
+                words.append((str(rng.choice(["red", "blue", "green"])), "B-COLOR"))
+            elif r < 0.4:
+                words.append((str(rng.choice(["cat", "dog", "bird"])), "B-ANIMAL"))
+                if rng.random() < 0.3:
+                    words.append((str(rng.choice(["cats", "dogs", "birds"])), "I-ANIMAL"))
+            else:
+                words.append((str(rng.choice(other)), "O"))
+        conll.append("\n".join(f"{w} NN {t}" for w, t in words) + "\n\n")
+        text, spans = "", []
+        for w, t in words:
+            text += (" " if text else "") + w
+            if t.startswith("B-"):
+                spans.append({"start": len(text) - len(w), "end": len(text), "label": t[2:]})
+            elif t.startswith("I-"):
+                spans[-1]["end"] = len(text)
+        jsonl.append(json.dumps({"text": text, "spans": spans}) + "\n")
+    paths = (os.path.join(directory, f"tags{seed}.conll"), os.path.join(directory, f"tags{seed}.jsonl"))
+    for path, lines in zip(paths, (conll, jsonl), strict=True):
+        with open(path, "w") as f:
+            f.writelines(lines)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cli_run(token_checkpoint, tmp_path_factory):
+    """finetune (CoNLL train, JSONL eval) → export --quantize → predict with both artifacts → doctor on each."""
+    root = tmp_path_factory.mktemp("token_cli")
+    train, _ = _write_tagged(str(root), 200, seed=1)
+    _, held_out = _write_tagged(str(root), 40, seed=2)
+    runs = {"finetune": _cli("tfbert.finetune", "--task=token_classify", f"--model={token_checkpoint}",
+                             f"--train={train}", f"--eval={held_out}", f"--output_dir={root / 'ner'}",
+                             "--max_length=32", "--learning_rate=3e-3")}
+    runs["export"] = _cli("tfbert.export", "--task=token_classify", f"--model={root / 'ner'}",
+                          f"--output_dir={root / 'exported'}", "--max_seq_length=32", "--quantize", "--notflite_speed")
+    artifacts = {"savedmodel": root / "exported" / "ner" / "1",
+                 "tflite": root / "exported" / "ner-tflite" / "1" / "model_int8.tflite"}
+    texts = ["the red cat sat on a dog", "hello world, blue birds flew!", "Café naïve green dogs",
+             "the cats sat. " * 7143]
+    (root / "texts.txt").write_text("\n".join(texts) + "\n")
+    for name, path in artifacts.items():
+        runs[f"predict_{name}"] = _cli("tfbert.predict", "--task=token_classify", f"--model={path}",
+                                       f"--input={root / 'texts.txt'}", f"--output={root / name}.jsonl",
+                                       "--max_length=32")
+    for name, path in {"checkpoint": root / "ner", **artifacts}.items():
+        runs[f"doctor_{name}"] = _cli("tfbert.doctor", f"--model={path}", "--task=token_classify")
+    return root, texts, runs
+
+
+def test_cli_finetune_export_predict_doctor(cli_run):
+    root, texts, runs = cli_run
+    for name, run in runs.items():
+        assert run.returncode == 0, f"{name}: {run.stderr[-3000:]}"
+        assert "Traceback" not in run.stderr
+    summary = json.loads((root / "ner" / "eval_report.json").read_text())["summary"]
+    assert summary["f1"] > 0.5 and summary["learned"] and summary["token_accuracy"] > summary[
+        "all_outside_token_accuracy"]
+    assert json.loads((root / "ner" / "config.json").read_text())["architectures"] == ["BertForTokenClassification"]
+    assert "argmax agreement" in runs["export"].stdout
+    rows = {name: [json.loads(line) for line in (root / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("savedmodel", "tflite")}
+    for output in rows.values():
+        assert [row["index"] for row in output] == list(range(len(texts)))
+        for row in output:
+            for entity in row["entities"]:
+                assert entity["word"] == texts[row["index"]][entity["start"]:entity["end"]]
+                assert entity["label"] in ("ANIMAL", "COLOR") and 0 < entity["score"] <= 1
+        assert {(e["word"], e["label"]) for e in output[0]["entities"]} >= {("red", "COLOR"), ("dog", "ANIMAL")}
+        assert all(e["end"] <= 14 * 12 for e in output[3]["entities"])  # truncated to 32 tokens
+    spans = {name: [[(e["start"], e["end"], e["label"]) for e in row["entities"]] for row in output]
+             for name, output in rows.items()}
+    assert spans["savedmodel"] == spans["tflite"]
+
+
+def test_finetune_refuses_an_unknown_tag_in_one_line(tmp_path, token_checkpoint):
+    train, _ = _write_tagged(str(tmp_path), 20, seed=3)
+    held_out = tmp_path / "eval.conll"
+    held_out.write_text("the X O\ncat X B-ANIMAL\n\nred X B-COLOUR\n")
+    run = _cli("tfbert.finetune", "--task=token_classify", f"--model={token_checkpoint}", f"--train={train}",
+               f"--eval={held_out}", f"--output_dir={tmp_path / 'out'}", "--max_length=32")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"{held_out}:4" in line and "B-COLOUR" in line and "B-ANIMAL, I-ANIMAL, B-COLOR" in line
+    assert not (tmp_path / "out").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_a_span_past_the_end_of_its_text_is_one_line(tmp_path, token_checkpoint):
+    from tfbert.errors import BadInputError
+    from tfbert.tasks.tagged_data import read_tagged
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "a cat", "spans": []}) + "\n"
+                   + json.dumps({"text": "the red cat", "spans": [{"start": 8, "end": 14, "label": "ANIMAL"}]}) + "\n")
+    with pytest.raises(BadInputError, match=r"bad.jsonl:2: spans\[0\].*0 <= start < end <= 11.*start 8, end 14"):
+        read_tagged(str(bad))
+    run = _cli("tfbert.finetune", "--task=token_classify", f"--model={token_checkpoint}", f"--train={bad}",
+               f"--eval={bad}", f"--output_dir={tmp_path / 'out'}")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "past its end" in run.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()

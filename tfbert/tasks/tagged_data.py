@@ -266,7 +266,9 @@ def tagged_dataset(arrays: TokenLabels, *, batch_size: int, shuffle: bool = Fals
 
     ``labels`` are tag ids with :data:`IGNORE` replaced by 0 and ``weights`` 0 there (1 elsewhere),
     so a Keras loss and accuracy count the labelled tokens only. With ``shuffle`` the
-    sentences are reshuffled every epoch.
+    sentences are reshuffled every epoch and batched with others of similar length (buckets
+    of 16, 32, 64... tokens), so a batch of short sentences is not padded to a long one; without
+    it the batches keep the sentences' order.
     """
     from tfbert.tf import import_tensorflow
 
@@ -275,11 +277,18 @@ def tagged_dataset(arrays: TokenLabels, *, batch_size: int, shuffle: bool = Fals
     if shuffle:
         dataset = dataset.shuffle(len(arrays.input_ids), seed=seed, reshuffle_each_iteration=True)
 
+    if shuffle:
+        width = arrays.input_ids.shape[1]
+        bounds = [b for b in (16, 32, 64, 128, 256) if b < width]
+        dataset = dataset.bucket_by_sequence_length(lambda ids, mask, labels: tf.reduce_sum(mask), bounds,
+                                                    [batch_size] * (len(bounds) + 1))
+    else:
+        dataset = dataset.batch(batch_size)
+
     def trim(ids, mask, labels):
         width = tf.reduce_max(tf.reduce_sum(mask, 1))
         ids, mask, labels = ids[:, :width], mask[:, :width], labels[:, :width]
         inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
         return inputs, tf.maximum(labels, 0), tf.cast(labels != IGNORE, tf.float32)
 
-    return dataset.batch(batch_size).map(trim, num_parallel_calls=tf.data.AUTOTUNE,
-                                         deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
