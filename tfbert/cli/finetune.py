@@ -98,8 +98,14 @@ def _print_result(result) -> None:
 
 
 def _token_classify() -> int:
-    from tfbert.errors import NoLearningError
+    from tfbert.errors import BadInputError, NoLearningError
     from tfbert.finetune.tokens import finetune_tokens
+
+    for name in ("pooling", "class_weights", "text_column", "label_column"):
+        if FLAGS[name].present:
+            raise BadInputError("applies to text classification only", where=f"--{name}",
+                                expected="--task=classify", actual="--task=token_classify",
+                                fix=f"drop --{name}: a tagger reads CoNLL columns or JSONL spans")
 
     try:
         result = finetune_tokens(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze,
