@@ -205,7 +205,8 @@ class Predictor:
                                 fix="re-export it with python -m tfbert.export")
         signature = loaded.signatures[TOKENIZED]
         wanted = OUTPUTS[self.task][0]
-        if wanted not in signature.structured_outputs:
+        token_classifier = os.path.isfile(os.path.join(self.model_path, "assets", "aggregation.txt"))
+        if wanted not in signature.structured_outputs or token_classifier:
             raise BadInputError("the SavedModel was exported for another task", where=self.model_path,
                                 expected=f"output {wanted} (task {self.task})",
                                 actual=sorted(signature.structured_outputs),
@@ -258,6 +259,11 @@ class Predictor:
         except (ValueError, RuntimeError) as e:
             raise BadInputError("cannot load the TFLite model", where=self.model_path,
                                 fix="pass a .tflite written by python -m tfbert.export --quantize") from e
+        wanted = OUTPUTS[self.task][0]
+        if wanted not in runner.output_names:
+            raise BadInputError("the .tflite was exported for another task", where=self.model_path,
+                                expected=f"output {wanted} (task {self.task})", actual=runner.output_names,
+                                fix="pass the --task the model was exported with (logits: --task=token_classify)")
         if self.task == "classify" and os.path.isfile(config_path):
             import json
 
