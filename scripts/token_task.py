@@ -20,7 +20,8 @@ Steps, every one a ``python -m tfbert.*`` command with default flags:
                                                    start, end and label; texts whose entities agree)
     doctor on the checkpoint, the SavedModel and the .tflite
 Then int8 vs fp32 per-token label agreement on the held-out texts: the int8 .tflite's logits
-against the SavedModel's ``tokenized`` signature (float32), every real token.
+against the SavedModel's ``tokenized`` signature (float32), every real token; and the share of
+texts whose entities (start, end, label) are the same from both predict runs.
 
 Results go to ``<work_dir>/token_task.json``.
 
@@ -147,9 +148,13 @@ def main() -> None:
         seconds[f"predict_{name}"] = run("tfbert.predict", "--task=token_classify", f"--model={model}",
                                          f"--input={os.path.join(args.work_dir, 'eval.txt')}", f"--output={out}")
         predicted[name] = span_scores(held_out, out)
-    rows = {name: [json.loads(line)["entities"] for line in open(os.path.join(args.work_dir, f"predict_{name}.jsonl"),
-                                                                    encoding="utf-8")] for name in predicted}
+    rows = {}
+    for name in predicted:
+        with open(os.path.join(args.work_dir, f"predict_{name}.jsonl"), encoding="utf-8") as f:
+            rows[name] = [{(e["start"], e["end"], e["label"]) for e in json.loads(line)["entities"]} for line in f]
     same_texts = sum(a == b for a, b in zip(rows["savedmodel"], rows["int8_tflite"], strict=True))
+    fp32_entities = sum(map(len, rows["savedmodel"]))
+    same_entities = sum(len(a & b) for a, b in zip(rows["savedmodel"], rows["int8_tflite"], strict=True))
     for name, model in (("checkpoint", ckpt), ("savedmodel", saved_model), ("int8_tflite", tflite)):
         doctor[name] = subprocess.run([sys.executable, "-m", "tfbert.doctor", f"--model={model}",
                                        "--task=token_classify"], capture_output=True).returncode
@@ -163,6 +168,7 @@ def main() -> None:
         "predict_entity_scores": predicted,
         "int8_vs_fp32": dict(label_agreement(saved_model, tflite, [r["text"] for r in held_out]),
                              texts_with_identical_entities=same_texts / len(held_out),
+                             fp32_entities_int8_also_finds=same_entities / max(fp32_entities, 1),
                              export_gate=export_report["summary"].get("argmax_agreement")),
         "doctor_exit_codes": doctor,
         "seconds": seconds,

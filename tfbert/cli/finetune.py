@@ -39,7 +39,7 @@ flags.DEFINE_integer("batch_size", 16, "Texts per training step.", lower_bound=1
 flags.DEFINE_integer("max_length", 128, "Truncation length in tokens.", lower_bound=3)
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (AdamW). Default: 3e-3 when only the head trains "
                    "(--freeze=all_but_head or embeddings,encoder), 5e-5 when any encoder layer or the embeddings "
-                   "train.", lower_bound=0)
+                   "train (2e-4 for --task=token_classify).", lower_bound=0)
 flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on biases and LayerNorm).", lower_bound=0)
 flags.DEFINE_float("warmup_ratio", 0.1, "Share of the steps the learning rate warms up over, then decays linearly "
                    "to 0.", lower_bound=0, upper_bound=0.99)
