@@ -89,8 +89,9 @@ def finetune_tokens(model: str | os.PathLike | None, train_file: str, eval_file:
         output_dir: where the checkpoint goes (refused if it exists, unless ``overwrite``).
         learning_rate: AdamW's peak rate; default :data:`TAGGER_LEARNING_RATE` (2e-4) when any encoder
             layer or the embeddings train, 3e-3 when only the head does.
-        freeze, epochs, batch_size, max_length, weight_decay, warmup_ratio, mixed_precision,
-            early_stopping_patience, seed, overwrite: as :func:`tfbert.finetune.finetune`.
+        freeze: as :func:`tfbert.finetune.finetune`, and so are ``epochs``, ``batch_size``,
+            ``max_length``, ``weight_decay``, ``warmup_ratio``, ``mixed_precision``,
+            ``early_stopping_patience``, ``seed`` and ``overwrite``.
         allow_no_learning: accept a tagger that learned nothing (see Raises) with a warning.
         progress: called with progress lines (default: stderr).
 
