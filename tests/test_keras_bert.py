@@ -51,7 +51,7 @@ def without_hf_classes(monkeypatch):
     monkeypatch.setattr(tfbert_model, "hf_tf_bert", lambda: None)
 
 
-@pytest.mark.parametrize("task", ["embed", "classify", "fill_mask"])
+@pytest.mark.parametrize("task", ["embed", "classify", "fill_mask", "token_classify"])
 def test_load_builds_keras_bert_equal_to_hugging_face(task, tmp_path, without_hf_classes):
     reference = tiny.reference_model(task, seed=5)
     directory = tiny.write_safetensors(str(tmp_path / task), reference)

@@ -28,7 +28,9 @@ TINY_CONFIG = {
     "pad_token_id": 0,
 }
 HF_CLASSES = {"embed": "TFBertModel", "classify": "TFBertForSequenceClassification",
-              "fill_mask": "TFBertForMaskedLM"}
+              "fill_mask": "TFBertForMaskedLM", "token_classify": "TFBertForTokenClassification"}
+# IOB2 tags of the tiny token classifiers.
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "MISC"]
 
 
 def hf_tf_classes():
@@ -53,6 +55,8 @@ def reference_model(task: str = "embed", config: dict | None = None, seed: int =
     cfg = dict(TINY_CONFIG, **(config or {}))
     if task == "classify":
         cfg.setdefault("id2label", {0: "negative", 1: "positive", 2: "neutral"})
+    elif task == "token_classify":
+        cfg.setdefault("id2label", dict(enumerate(TAGS)))
     transformers = hf_tf_classes()
     if transformers is None:
         from tfbert import keras_bert

@@ -112,8 +112,8 @@ class EdgeTokenizer(Vocabulary):
                             tokenizer_json_path, vocab_path, difference)
         return tokenizer
 
-    def tokenize_numpy(self, texts: list[str], max_length: int, text_pairs: list[str] | None = None
-                       ) -> dict[str, np.ndarray]:
+    def tokenize_numpy(self, texts: list[str], max_length: int, text_pairs: list[str] | None = None,
+                       offsets: bool = False) -> dict[str, np.ndarray]:
         """Token ids for a batch of texts (or text pairs), as :meth:`tfbert.tokenizer.BertTokenizer.tokenize_numpy`.
 
         Args:
@@ -121,6 +121,7 @@ class EdgeTokenizer(Vocabulary):
             max_length: truncation length including the special tokens.
             text_pairs: optional second texts, truncated with ``texts`` like Hugging Face's
                 ``longest_first``.
+            offsets: also ``start`` / ``end`` (see :meth:`tokenize_with_offsets`).
 
         Returns:
             ``input_ids``, ``attention_mask``, ``token_type_ids``: int32 [len(texts), seq],
@@ -142,15 +143,36 @@ class EdgeTokenizer(Vocabulary):
                 raise BadInputError("texts and text_pairs differ in length", where="text_pairs",
                                     expected=len(texts), actual=len(text_pairs), fix="pass one pair text per text")
         if not texts:
-            return {k: np.zeros((0, 0), np.int32) for k in KEYS}
+            return {k: np.zeros((0, 0), np.int32) for k in KEYS + (("start", "end") if offsets else ())}
         if self._truncation != max_length:
             self._tokenizer.enable_truncation(max_length, strategy="longest_first")
             self._truncation = max_length
         encodings = self._tokenizer.encode_batch(texts if text_pairs is None else list(zip(texts, text_pairs,
                                                                                           strict=True)))
-        return {"input_ids": np.array([e.ids for e in encodings], np.int32),
-                "attention_mask": np.array([e.attention_mask for e in encodings], np.int32),
-                "token_type_ids": np.array([e.type_ids for e in encodings], np.int32)}
+        out = {"input_ids": np.array([e.ids for e in encodings], np.int32),
+               "attention_mask": np.array([e.attention_mask for e in encodings], np.int32),
+               "token_type_ids": np.array([e.type_ids for e in encodings], np.int32)}
+        if offsets:
+            spans = np.array([e.offsets for e in encodings], np.int32).reshape(len(texts), -1, 2)
+            special = np.array([e.special_tokens_mask for e in encodings], bool)
+            out["start"] = np.where(special, 0, spans[..., 0])
+            out["end"] = np.where(special, 0, spans[..., 1])
+        return out
+
+    def tokenize_with_offsets(self, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+        """:meth:`tokenize_numpy` plus each token's span in its text, as
+        :meth:`tfbert.tokenizer.BertTokenizer.tokenize_with_offsets` gives it.
+
+        Returns:
+            ``input_ids``, ``attention_mask``, ``token_type_ids`` and ``start`` / ``end``
+            (int32 [len(texts), seq]: ``text[start:end]`` in code points, Hugging Face's
+            ``offset_mapping``; 0 for special tokens and padding).
+
+        Example:
+            >>> tok.tokenize_with_offsets(["Héllo wörld"], 16)["end"].tolist()  # doctest: +SKIP
+            [[0, 5, 11, 0]]
+        """
+        return self.tokenize_numpy(texts, max_length, offsets=True)
 
 
 def tokenizer_json_difference(path: str, tokenizer: EdgeTokenizer) -> str | None:

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray, task: str = "embed") -> dict[str, float]:
-    """Cosine (mean and min over rows), max abs diff and, for classify, argmax agreement.
+    """Cosine (mean and min over rows), max abs diff and, for classify and token_classify, argmax agreement.
 
     Rows are compared flattened, so ``[N, d]`` embeddings and ``[N, seq, k]`` outputs both work.
 
@@ -21,6 +21,6 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, task: str = "embed") 
     cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-30)
     out = {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
            "max_abs_diff": float(np.abs(ref - cand).max())}
-    if task == "classify":
+    if task in ("classify", "token_classify"):  # token_classify: rows are tokens
         out["argmax_agreement"] = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
     return out

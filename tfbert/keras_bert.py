@@ -2,7 +2,8 @@
 
 transformers 5 dropped its TensorFlow classes, and a user may not have transformers at all.
 :func:`build` then gives the model :func:`tfbert.model.load` would have built from
-``TFBertModel`` / ``TFBertForSequenceClassification`` / ``TFBertForMaskedLM``: the same layers
+``TFBertModel`` / ``TFBertForSequenceClassification`` / ``TFBertForMaskedLM`` /
+``TFBertForTokenClassification``: the same layers
 under the same names (``tf_bert_model/bert/encoder/layer_._0/attention/self/query/kernel:0``),
 so :mod:`tfbert.checkpoint.names` maps it, :func:`tfbert.model.assign_weights` fills it, and
 export, predict and fine-tuning read it as they read Hugging Face's; the same forward (mask
@@ -36,7 +37,7 @@ DEFAULTS = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "n
             "position_embedding_type": "absolute", "classifier_dropout": None, "model_type": "bert"}
 # Keras names of the three task models, as Hugging Face's classes name themselves.
 MODEL_NAMES = {"embed": "tf_bert_model", "classify": "tf_bert_for_sequence_classification",
-               "fill_mask": "tf_bert_for_masked_lm"}
+               "fill_mask": "tf_bert_for_masked_lm", "token_classify": "tf_bert_for_token_classification"}
 HF_MASK_BIAS = -10000.0  # what Hugging Face's TF BERT adds to the attention scores of padding
 # The hidden_act values :func:`activation` builds (tfbert's export graph builds the same).
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
@@ -105,7 +106,7 @@ def build(config: dict, task: str = "embed", *, initializer=None):
     Args:
         config: the checkpoint's config.json fields.
         task: ``embed`` (as ``TFBertModel``), ``classify`` (``TFBertForSequenceClassification``)
-            or ``fill_mask`` (``TFBertForMaskedLM``).
+            ``fill_mask`` (``TFBertForMaskedLM``) or ``token_classify`` (``TFBertForTokenClassification``).
         initializer: for kernels and embedding tables (e.g. zeros, for a caller that fills them
             at once); default Hugging Face's truncated normal with the config's ``initializer_range``.
 
@@ -344,8 +345,8 @@ def build(config: dict, task: str = "embed", *, initializer=None):
         def __init__(self):
             super().__init__(name=MODEL_NAMES[task])
             self.config = cfg
-            self.bert = MainLayer(pooler=task != "fill_mask")
-            if task == "classify":
+            self.bert = MainLayer(pooler=task not in ("fill_mask", "token_classify"))
+            if task in ("classify", "token_classify"):
                 rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
                 self.dropout = keras.layers.Dropout(rate)
                 self.classifier = dense(cfg.num_labels, "classifier")
@@ -356,7 +357,7 @@ def build(config: dict, task: str = "embed", *, initializer=None):
             if self.built:
                 return
             build_in(self.bert, None)
-            if task == "classify":
+            if task in ("classify", "token_classify"):
                 build_in(self.classifier, [None, None, hidden])
             elif task == "fill_mask":
                 build_in(self.mlm, None)
@@ -366,6 +367,8 @@ def build(config: dict, task: str = "embed", *, initializer=None):
             out = self.bert(input_ids, attention_mask, token_type_ids, training=training)
             if task == "classify":
                 return BertOutput(logits=self.classifier(self.dropout(out.pooler_output, training=training)))
+            if task == "token_classify":
+                return BertOutput(logits=self.classifier(self.dropout(out.last_hidden_state, training=training)))
             if task == "fill_mask":
                 return BertOutput(logits=self.mlm(out.last_hidden_state))
             return out

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from tfbert.checkpoint.names import canonical_from_keras, head_tensors
+from tfbert.checkpoint.names import canonical_from_keras, foreign_head, head_tensors
 from tfbert.checkpoint.pooling import CONFIG_FIELD, check_pooling, checkpoint_pooling
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose import diagnose
@@ -30,6 +30,7 @@ TASK_CLASSES = {
     "embed": "TFBertModel",
     "classify": "TFBertForSequenceClassification",
     "fill_mask": "TFBertForMaskedLM",
+    "token_classify": "TFBertForTokenClassification",
 }
 
 
@@ -155,8 +156,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         model: a Hugging Face checkpoint directory (model.safetensors, sharded safetensors,
             tf_model.h5, or pytorch_model.bin with ``allow_pickle``), an original Google BERT TF1
             checkpoint directory or prefix, or None for the embedded all-MiniLM-L6-v2.
-        task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification) or
-            ``fill_mask`` (TFBertForMaskedLM).
+        task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification),
+            ``fill_mask`` (TFBertForMaskedLM) or ``token_classify`` (TFBertForTokenClassification,
+            one label per token).
         batch_size, seq_length, dtype: the run you plan, for the memory pre-flight (a
             seq_length is also checked against the model's position table).
         allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
@@ -164,8 +166,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         check_memory: refuse a run that would not fit in memory.
         require_head: refuse a checkpoint without the task's head (for inference and export;
             fine-tuning leaves it False and starts the head from random values).
-        labels: classify only: the class names of the model to build (fine-tuning on new
-            labels); the checkpoint's classifier is kept only when its labels are the same.
+        labels: classify and token_classify: the class (tag) names of the model to build
+            (fine-tuning on new labels); the checkpoint's classifier is kept only when its
+            labels are the same.
 
     Returns:
         The Keras model, with its ``config`` the checkpoint's.
@@ -186,7 +189,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         if finding.status == WARN:
             log.warning("%s: %s (fix: %s)", finding.check, finding.message, finding.fix)
     config, skip = diagnosis.config, ()
-    if labels is not None and task == "classify":
+    if foreign_head(config, task):
+        skip = head_tensors(task)
+    if labels is not None and task in ("classify", "token_classify"):
         if label_names(config) != list(labels):
             skip = head_tensors(task)
         config = {k: v for k, v in config.items() if k not in ("num_labels", "label2id")}
@@ -255,6 +260,8 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
         classify: ``logits`` and ``probabilities`` [batch, labels], ``label_ids`` [batch]; the
             head reads the pooling of the model's config (:func:`classifier_logits`), not ``pooling``.
         fill_mask: ``top_k_ids`` and ``top_k_probabilities`` [batch, seq, k] for every position.
+        token_classify: ``logits`` and ``probabilities`` [batch, seq, labels], ``label_ids``
+            [batch, seq], one row per token (special tokens and padding included).
 
     The same function backs the Keras backends, the SavedModel signatures and the TFLite
     model, so every path computes the same thing.
@@ -270,6 +277,9 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
                     "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
         kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
         out = model(**kwargs, training=False)
+        if task == "token_classify":
+            return {"logits": out.logits, "probabilities": tf.nn.softmax(out.logits, axis=-1),
+                    "label_ids": tf.argmax(out.logits, axis=-1, output_type=tf.int32)}
         if task == "embed":
             hidden = out.last_hidden_state
             if pooling == "mean":

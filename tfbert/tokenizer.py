@@ -285,6 +285,42 @@ class BertTokenizer(Vocabulary):
                                 expected=texts.shape[0], actual=text_pairs.shape[0], fix="pass one pair text per text")
         return self._pair(first, self._wordpieces(text_pairs), max_length - 3)
 
+    def tokenize_with_offsets(self, texts, max_length: int) -> dict:
+        """:meth:`tokenize` plus where each token is in its text, in characters: Hugging Face's offsets.
+
+        Args:
+            texts: string tensor [batch] (or a list of str).
+            max_length: truncation length including the special tokens.
+
+        Returns:
+            :meth:`tokenize`'s outputs, and ``start`` / ``end``: int32 [batch, seq], the
+            token's span ``text[start:end]`` in Unicode code points of the raw text (what
+            ``BertTokenizerFast``'s ``offset_mapping`` gives); 0 for [CLS], [SEP] and padding.
+            An accent or a control character normalization removed inside a word stays inside
+            its span.
+
+        Example:
+            >>> out = tok.tokenize_with_offsets(tf.constant(["Héllo wörld"]), 16)
+            >>> out["start"].numpy().tolist(), out["end"].numpy().tolist()
+            ([[0, 0, 6, 0]], [[0, 5, 11, 0]])
+        """
+        tf = import_tensorflow()
+        check_max_length(max_length)
+        texts = _string_vector(tf, texts, "texts")
+        ids, splits, begin, last = self._wordpieces(texts, offsets=True)
+        out = self._single(ids, splits, max_length - 2, extra={"start": begin, "end": last})
+        # Byte offsets to code points: the character holding a byte is the last one starting at
+        # or before it; the span ends after the character holding its last byte.
+        _, char_starts = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
+        starts = tf.cast(char_starts, tf.int32).to_tensor(default_value=np.iinfo(np.int32).max)
+        pieces = out["input_ids"] != self.cls_id
+        pieces &= (out["input_ids"] != self.sep_id) & (out["attention_mask"] > 0)
+        first = tf.searchsorted(starts, out["start"], side="right", out_type=tf.int32) - 1
+        after = tf.searchsorted(starts, out["end"], side="right", out_type=tf.int32)
+        out["start"] = tf.where(pieces, first, 0)
+        out["end"] = tf.where(pieces, after, 0)
+        return out
+
     def tokenize_numpy(self, texts: list[str], max_length: int, text_pairs: list[str] | None = None
                        ) -> dict[str, np.ndarray]:
         """:meth:`tokenize` on Python strings, eagerly, returning numpy arrays.
@@ -352,11 +388,19 @@ class BertTokenizer(Vocabulary):
         tf = import_tensorflow()
         return tf.gather(self._vocab_table, ids)
 
-    def _wordpieces(self, texts):
-        """(ids int32 [n], row_splits int32 [batch + 1]): WordPiece ids with Hugging Face's word rules."""
+    def _wordpieces(self, texts, offsets: bool = False):
+        """(ids int32 [n], row_splits int32 [batch + 1]): WordPiece ids with Hugging Face's word rules.
+
+        With ``offsets``, also each kept piece's first and last byte in the raw text (a [UNK]
+        for a too-long word: the word's last byte; any byte of a character stands for it).
+        """
         tf = import_tensorflow()
-        text, offsets = self._specials_normalizer.normalize_with_offsets(texts)
-        pieces = self._wordpiece.tokenize(self._ascii_lower.normalize(text) if self._ascii_lower else text)
+        text, raw_offsets = self._specials_normalizer.normalize_with_offsets(texts)
+        lowered = self._ascii_lower.normalize(text) if self._ascii_lower else text
+        if offsets:
+            pieces, begin, end = self._wordpiece.tokenize_with_offsets(lowered)
+        else:
+            pieces = self._wordpiece.tokenize(lowered)
         ids = pieces.values
         splits = tf.cast(pieces.row_splits, tf.int32)
         n = tf.size(ids)
@@ -366,14 +410,29 @@ class BertTokenizer(Vocabulary):
         word_chars = tf.math.unsorted_segment_sum(tf.gather(self._piece_chars, ids), word, n)
         too_long = tf.gather(word_chars, word) > MAX_CHARS_PER_WORD
         # The specials pass has exactly one token per word, so its word k is word k here.
-        special_ids, brackets = self._special_words(text, offsets)
+        special_ids, brackets = self._special_words(text, raw_offsets)
         dropped = tf.gather(brackets, word)
         special_id = tf.gather(special_ids, word)
         is_start = starts > 0
         keep = ~dropped & (is_start | (~too_long & (special_id < 0)))
         ids = tf.where(special_id >= 0, special_id, tf.where(too_long, self.unk_id, ids))
         kept = tf.concat([[0], tf.cumsum(tf.cast(keep, tf.int32))], 0)
-        return tf.boolean_mask(ids, keep), tf.gather(kept, splits)
+        if not offsets:
+            return tf.boolean_mask(ids, keep), tf.gather(kept, splits)
+        # The normalizer's offsets give each normalized byte the raw offset of the character it
+        # came from (every byte of a replaced character points at that character's start).
+        base = tf.gather(tf.cast(raw_offsets.row_splits, tf.int32), _row_ids(tf, splits, n))
+        flat = tf.cast(raw_offsets.values, tf.int32)
+        raw_begin = tf.gather(flat, base + tf.cast(begin.values, tf.int32))
+        raw_last = tf.gather(flat, base + tf.cast(end.values, tf.int32) - 1)
+        # One token for a whole word (a too-long word's [UNK], a special token written in the
+        # text) ends with the word; a special token also spans its brackets (a byte each, adjacent).
+        whole = too_long | (special_id >= 0)
+        raw_last = tf.where(whole, tf.gather(tf.math.unsorted_segment_max(raw_last, word, n), word), raw_last)
+        raw_begin = tf.where(special_id >= 0, raw_begin - 1, raw_begin)
+        raw_last = tf.where(special_id >= 0, raw_last + 1, raw_last)
+        return (tf.boolean_mask(ids, keep), tf.gather(kept, splits), tf.boolean_mask(raw_begin, keep),
+                tf.boolean_mask(raw_last, keep))
 
     def _special_words(self, text, offsets):
         """Per word: the special token id it is (or -1), and whether it is a bracket of one."""
@@ -401,17 +460,22 @@ class BertTokenizer(Vocabulary):
         ids = tf.where(is_special, tf.gather(self._special_ids, word_ids), -1)
         return ids, shifted(is_special, 1, False) | shifted(is_special, -1, False)
 
-    def _single(self, ids, splits, budget: int) -> dict:
+    def _single(self, ids, splits, budget: int, extra: dict | None = None) -> dict:
+        """[CLS] pieces [SEP], truncated and padded; ``extra`` per-piece values are laid out alike (0 elsewhere)."""
         tf = import_tensorflow()
         kept = tf.minimum(splits[1:] - splits[:-1], budget)
         position, inside = _positions(tf, kept + 2)
         padded = tf.concat([ids, [self.pad_id]], 0)
         is_piece = (position >= 1) & (position <= kept[:, None])
-        pieces = tf.gather(padded, tf.where(is_piece, splits[:-1, None] + position - 1, tf.size(ids)))
+        index = tf.where(is_piece, splits[:-1, None] + position - 1, tf.size(ids))
+        pieces = tf.gather(padded, index)
         input_ids = tf.where(position == 0, self.cls_id,
                              tf.where(position == kept[:, None] + 1, self.sep_id, pieces))
-        return {"input_ids": input_ids, "attention_mask": tf.cast(inside, tf.int32),
-                "token_type_ids": tf.zeros_like(input_ids)}
+        out = {"input_ids": input_ids, "attention_mask": tf.cast(inside, tf.int32),
+               "token_type_ids": tf.zeros_like(input_ids)}
+        for key, values in (extra or {}).items():
+            out[key] = tf.gather(tf.concat([values, [0]], 0), index)
+        return out
 
     def _pair(self, first, second, budget: int) -> dict:
         tf = import_tensorflow()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-TASKS = ("embed", "classify", "fill_mask")
+TASKS = ("embed", "classify", "fill_mask", "token_classify")
 
 # Tensors a checkpoint may carry that no tfbert model uses; they are ignored silently.
 IGNORED = re.compile(
@@ -84,7 +84,8 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
     """Canonical names and PyTorch-layout shapes that ``config`` implies for ``task``.
 
     ``embed`` is ``TFBertModel`` (with pooler), ``classify`` adds ``classifier.*``
-    (one row per label), ``fill_mask`` is ``TFBertForMaskedLM`` (no pooler, MLM head).
+    (one row per label), ``fill_mask`` is ``TFBertForMaskedLM`` (no pooler, MLM head),
+    ``token_classify`` is ``TFBertForTokenClassification`` (no pooler, ``classifier.*``).
 
     Example:
         >>> shapes = expected_tensors({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
@@ -125,10 +126,10 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
             "cls.predictions.transform.LayerNorm.bias": (h,),
             "cls.predictions.bias": (v,),
         })
-    else:
+    elif task != "token_classify":
         out["bert.pooler.dense.weight"] = (h, h)
         out["bert.pooler.dense.bias"] = (h,)
-    if task == "classify":
+    if task in ("classify", "token_classify"):
         labels = num_labels(config)
         out["classifier.weight"] = (labels, h)
         out["classifier.bias"] = (labels,)
@@ -137,7 +138,33 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
 
 def head_tensors(task: str) -> tuple[str, ...]:
     """Name prefixes of a task's head: absent from a base checkpoint, initialised fresh."""
-    return {"classify": ("classifier.",), "fill_mask": ("cls.",)}.get(task, ())
+    return {"classify": ("classifier.",), "token_classify": ("classifier.",), "fill_mask": ("cls.",)}.get(task, ())
+
+
+# The checkpoint architectures whose ``classifier.*`` is a task's head: sequence and token
+# classifiers name their heads alike, so only config.json's ``architectures`` tells them apart.
+HEAD_ARCHITECTURES = {"classify": "ForSequenceClassification", "token_classify": "ForTokenClassification"}
+
+
+def foreign_head(config: Mapping, task: str) -> str | None:
+    """The architecture whose ``classifier.*`` a checkpoint holds when it is another task's head, else None.
+
+    A sequence classifier's ``classifier.*`` loaded as a token classifier (or the reverse)
+    would run without any error and compute nonsense; such a head is treated as absent.
+
+    Example:
+        >>> foreign_head({"architectures": ["BertForSequenceClassification"]}, "token_classify")
+        'BertForSequenceClassification'
+        >>> foreign_head({"architectures": ["BertForTokenClassification"]}, "token_classify") is None
+        True
+    """
+    if task not in HEAD_ARCHITECTURES:
+        return None
+    others = [suffix for other, suffix in HEAD_ARCHITECTURES.items() if other != task]
+    for name in config.get("architectures") or ():
+        if isinstance(name, str) and name.endswith(tuple(others)):
+            return name
+    return None
 
 
 def num_labels(config: Mapping) -> int:

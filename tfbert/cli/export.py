@@ -18,7 +18,15 @@ flags.DEFINE_string("model", None, "Checkpoint directory (default: the embedded 
 flags.DEFINE_string("output_dir", "exported", "Where <name>/<version>/ goes.")
 flags.DEFINE_string("name", None, "Model name (default: from the checkpoint directory).")
 flags.DEFINE_integer("version", None, "SavedModel version (default: the next free integer).", lower_bound=1)
-flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask"], "What the exported model computes.")
+flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify"],
+                  "What the exported model computes. token_classify: the SavedModel's serving_default(text) returns "
+                  "word-level entities (entity_word, entity_label, entity_start/entity_end character offsets into the "
+                  "text, entity_score, padded per batch; num_entities), its tokenized signature and the TFLite models "
+                  "per-token logits.")
+flags.DEFINE_enum("aggregation", "first", ["simple", "first", "max"], "token_classify: how tokens become entities, "
+                  "as Hugging Face's token-classification pipeline: first (a word takes its first sub-token's tag, "
+                  "the one fine-tuning trains), max (its most confident sub-token's), simple (no word fusing: a "
+                  "sub-token can start or end an entity).")
 flags.DEFINE_boolean("quantize", False, "Also write a TFLite model quantized with --quantization "
                      "(alone: int8).")
 flags.DEFINE_enum("quantization", "int8", ["int8", "dynamic", "fp16", "none"],
@@ -42,7 +50,8 @@ flags.DEFINE_boolean("tflite_mediapipe", True, "Also write model_<quantization>_
                      "its metadata; --notflite_mediapipe: one conversion less).")
 flags.DEFINE_boolean("allow_accuracy_drop", False, "Publish a quantized model even below the accuracy gate.")
 flags.DEFINE_float("min_cosine", 0.99, "Accuracy gate: minimum mean sentence-embedding cosine vs fp32.")
-flags.DEFINE_float("min_agreement", 0.99, "Accuracy gate: minimum argmax agreement vs fp32 (classify).")
+flags.DEFINE_float("min_agreement", 0.99, "Accuracy gate: minimum argmax agreement vs fp32 (classify; "
+                   "token_classify: of every real token's label).")
 
 
 def _default_name(model_path: str | None) -> str:
@@ -86,8 +95,8 @@ def main(argv: list[str]) -> int:
             # The SavedModel is verified in a fresh process while the TFLite model is converted.
             pending = stack.enter_context(saved_model_export(
                 model, tokenizer, task=FLAGS.task, vocab_file=files.vocab, output_dir=FLAGS.output_dir, name=name,
-                max_seq_length=FLAGS.max_seq_length, top_k=FLAGS.top_k, publication=publication,
-                progress=_progress)) if FLAGS.saved_model else None
+                max_seq_length=FLAGS.max_seq_length, top_k=FLAGS.top_k, aggregation=FLAGS.aggregation,
+                publication=publication, progress=_progress)) if FLAGS.saved_model else None
             if FLAGS.quantize:
                 lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
                                      output_dir=FLAGS.output_dir, name=name, max_seq_length=FLAGS.max_seq_length,

@@ -1,4 +1,4 @@
-"""``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier.
+"""``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier, or a tagger (token_classify).
 
 Writes a tfbert checkpoint directory (config.json with the label names and the pooling,
 model.safetensors, vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and
@@ -17,7 +17,13 @@ from tfbert.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Base checkpoint directory (default: the embedded all-MiniLM-L6-v2).")
-flags.DEFINE_string("train", None, "Training data: .csv/.tsv (header row) or .jsonl with a text and a label field.")
+flags.DEFINE_enum("task", "classify", ["classify", "token_classify"], "classify: a label per text. token_classify: "
+                  "a tag per word (NER and other taggers; --train/--eval are CoNLL-style columns 'word ... tag' with a "
+                  "blank line between sentences, or .jsonl {\"text\", \"spans\": [{\"start\", \"end\", \"label\"}]} "
+                  "with character offsets, made IOB2 tags; a word's first sub-token carries its tag; the eval report "
+                  "has entity precision/recall/F1 with seqeval's rules and token accuracy).")
+flags.DEFINE_string("train", None, "Training data: .csv/.tsv (header row) or .jsonl with a text and a label field "
+                    "(--task=token_classify: see --task).")
 flags.DEFINE_string("eval", None, "Eval data, same format (early stopping and the final report).")
 flags.DEFINE_string("text_column", "text", "CSV/TSV header or JSONL key of the text.")
 flags.DEFINE_string("label_column", "label", "CSV/TSV header or JSONL key of the label (any strings).")
@@ -33,7 +39,7 @@ flags.DEFINE_integer("batch_size", 16, "Texts per training step.", lower_bound=1
 flags.DEFINE_integer("max_length", 128, "Truncation length in tokens.", lower_bound=3)
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (AdamW). Default: 3e-3 when only the head trains "
                    "(--freeze=all_but_head or embeddings,encoder), 5e-5 when any encoder layer or the embeddings "
-                   "train.", lower_bound=0)
+                   "train (2e-4 for --task=token_classify).", lower_bound=0)
 flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on biases and LayerNorm).", lower_bound=0)
 flags.DEFINE_float("warmup_ratio", 0.1, "Share of the steps the learning rate warms up over, then decays linearly "
                    "to 0.", lower_bound=0, upper_bound=0.99)
@@ -61,6 +67,8 @@ def main(argv: list[str]) -> int:
             raise BadInputError("is required", where=f"--{name}",
                                 fix=f"pass --{name}={'DIR' if name == 'output_dir' else 'FILE'}")
     common.quiet_tensorflow()
+    if FLAGS.task == "token_classify":
+        return _token_classify()
     from tfbert.finetune import finetune
 
     try:
@@ -85,6 +93,39 @@ def _print_result(result) -> None:
     print(e.confusion_report().to_table())
     print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
           f"{result.train.examples_per_second:.1f} examples/s, best epoch {result.train.best_epoch} of "
+          f"{result.train.epochs_run}")
+    print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
+
+
+def _token_classify() -> int:
+    from tfbert.errors import BadInputError, NoLearningError
+    from tfbert.finetune.tokens import finetune_tokens
+
+    for name in ("pooling", "class_weights", "text_column", "label_column"):
+        if FLAGS[name].present:
+            raise BadInputError("applies to text classification only", where=f"--{name}",
+                                expected="--task=classify", actual="--task=token_classify",
+                                fix=f"drop --{name}: a tagger reads CoNLL columns or JSONL spans")
+
+    try:
+        result = finetune_tokens(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze,
+                                 epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
+                                 learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
+                                 warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
+                                 early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed,
+                                 overwrite=FLAGS.overwrite, allow_no_learning=FLAGS.allow_no_learning,
+                                 progress=_progress)
+    except NoLearningError as e:
+        _print_token_result(e.result)
+        raise
+    _print_token_result(result)
+    return 0
+
+
+def _print_token_result(result) -> None:
+    print(result.evaluation.report().to_table())
+    print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
+          f"{result.train.examples_per_second:.1f} sentences/s, best epoch {result.train.best_epoch} of "
           f"{result.train.epochs_run}")
     print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
 

@@ -22,7 +22,12 @@ flags.DEFINE_string("model", None, "Checkpoint directory, exported SavedModel ve
                     "(default: the embedded all-MiniLM-L6-v2).")
 flags.DEFINE_string("input", None, "Input texts: .txt (one per line), .jsonl, .csv/.tsv or .tfrecord.")
 flags.DEFINE_string("output", None, "Output file: .npy (arrays) or .jsonl (one object per input).")
-flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask"], "What to compute.")
+flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify"], "What to compute. "
+                  "token_classify: the entities of each text (JSONL: word, start, end — character offsets into the "
+                  "text —, label, score) from an exported SavedModel (grouped in the graph as exported) or .tflite "
+                  "(grouped here with --aggregation); a text longer than --max_length tokens is truncated.")
+flags.DEFINE_enum("aggregation", None, ["simple", "first", "max"], "token_classify: how tokens become entities "
+                  "(Hugging Face's pipeline strategies; default: the SavedModel's, first for a .tflite).")
 flags.DEFINE_enum("backend", "auto", ["auto", "keras-eager", "keras-graph", "keras-xla", "savedmodel", "tflite"],
                   "How to run the model (auto: from the --model path).")
 flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1)
@@ -60,8 +65,15 @@ def main(argv: list[str]) -> int:
         common.quiet_tensorflow()
         from tfbert.predict import Predictor, Progress, TextFile, count_records
 
-        predictor = Predictor(FLAGS.model, task=FLAGS.task, backend=FLAGS.backend, batch_size=FLAGS.batch_size,
-                              max_length=FLAGS.max_length, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab)
+        if FLAGS.task == "token_classify":
+            from tfbert.predict.entities import EntityPredictor
+
+            predictor = EntityPredictor(FLAGS.model, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
+                                        aggregation=FLAGS.aggregation, num_threads=FLAGS.num_threads,
+                                        vocab_path=FLAGS.vocab)
+        else:
+            predictor = Predictor(FLAGS.model, task=FLAGS.task, backend=FLAGS.backend, batch_size=FLAGS.batch_size,
+                                  max_length=FLAGS.max_length, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab)
         writer.mask_id = predictor.tokenizer.mask_id
         source = TextFile(FLAGS.input, fmt=FLAGS.input_format, text_field=FLAGS.text_field,
                           text_column=FLAGS.text_column, on_bad_line=FLAGS.on_bad_line)

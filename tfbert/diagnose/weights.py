@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from tfbert.checkpoint.manifest import sha256_file, verify_manifest
-from tfbert.checkpoint.names import IGNORED, expected_tensors, head_tensors
+from tfbert.checkpoint.names import IGNORED, expected_tensors, foreign_head, head_tensors
 from tfbert.checkpoint.sources import WeightSource
 from tfbert.diagnose.config_checks import _error
 from tfbert.errors import CheckpointNotFoundError, ConfigMismatchError, CorruptCheckpointError
@@ -53,6 +53,9 @@ def check_shapes(source: WeightSource, config: dict, task: str, require_head: bo
     actual = source.tensors
     config_path = source.files.config
     heads = head_tensors(task)
+    foreign = foreign_head(config, task)
+    if foreign:  # another task's classifier: not this task's head (names.foreign_head)
+        actual = {n: info for n, info in actual.items() if not n.startswith(heads)}
     mismatched = []
     for name, shape in expected.items():
         info = actual.get(name)
@@ -61,8 +64,8 @@ def check_shapes(source: WeightSource, config: dict, task: str, require_head: bo
     missing = [n for n in expected if n not in actual and not n.startswith(heads)]
     fresh = [n for n in expected if n not in actual and n.startswith(heads)]
     unexpected = [n for n in actual if n not in expected and not IGNORED.match(n)
-                  and not (task != "classify" and n.startswith("classifier."))
-                  and not (task == "fill_mask" and n.startswith("bert.pooler."))]
+                  and not (task not in ("classify", "token_classify") and n.startswith("classifier."))
+                  and not (task in ("fill_mask", "token_classify") and n.startswith("bert.pooler."))]
     findings = []
     if mismatched:
         fields = {}
@@ -96,9 +99,11 @@ def check_shapes(source: WeightSource, config: dict, task: str, require_head: bo
             "check that the checkpoint is a BERT and the config matches it"))
     if fresh:
         head = ", ".join(sorted({n.rsplit(".", 1)[0] for n in fresh}))
+        if foreign:
+            head += f"; its classifier is a {foreign} head"
         if require_head:
             fix = ("use a checkpoint saved with a masked-LM head (BertForMaskedLM or BertForPreTraining)"
-                   if task == "fill_mask" else "fine-tune a classifier first: python -m tfbert.finetune")
+                   if task == "fill_mask" else f"fine-tune a classifier first: python -m tfbert.finetune --task={task}")
             err = CheckpointNotFoundError(
                 f"the checkpoint has no {task} head ({head}); its outputs would be noise",
                 where=source.files.root, fix=fix)

@@ -102,7 +102,7 @@ class PendingSavedModel:
 @contextlib.contextmanager
 def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_dir: str, name: str,
                        version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
-                       top_k: int = 5, texts: list[str] | None = None,
+                       top_k: int = 5, texts: list[str] | None = None, aggregation: str | None = None,
                        publication: layout.VersionPublication | None = None,
                        progress: Progress = lambda message: None) -> Iterator[PendingSavedModel]:
     """Write a TF Serving SavedModel version and verify it in a fresh process while the caller goes on.
@@ -135,15 +135,16 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
         held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
         progress(f"tracing the serving signatures ({task}) and checking them against the Keras model on "
                  f"{len(held_out)} held-out texts")
-        module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
+        module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k,
+                                                 aggregation=aggregation)
         inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
         expected = savedmodel.run_signatures(module, inputs)
         _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
                              where=target)
-        labels = label_names(model.config.to_dict()) if task == "classify" else None
+        labels = label_names(model.config.to_dict()) if task in ("classify", "token_classify") else None
         tmp = publication.staging(subdir)
         progress(f"writing the SavedModel for {target}")
-        savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
+        savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels, aggregation=module.aggregation)
         write_warmup_requests(tmp, name, held_out[:8])
         progress("verifying: loading the SavedModel in a fresh process with TF Serving's C++ loader "
                  "(in the background)")
@@ -159,20 +160,22 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
 
 def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_dir: str, name: str,
                        version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
-                       top_k: int = 5, texts: list[str] | None = None,
+                       top_k: int = 5, texts: list[str] | None = None, aggregation: str | None = None,
                        progress: Progress = lambda message: None) -> SavedModelExport:
     """Write, verify in a fresh process, and publish a TF Serving SavedModel version.
 
     Args:
         model: the Keras model (from :func:`tfbert.load`).
         tokenizer: the :class:`tfbert.tokenizer.BertTokenizer` for the checkpoint.
-        task: ``embed``, ``classify`` or ``fill_mask``.
+        task: ``embed``, ``classify``, ``fill_mask`` or ``token_classify``.
         vocab_file: the checkpoint's vocab.txt (copied to ``assets/``).
         output_dir, name, version, overwrite: the version goes to ``output_dir/name/version``;
             version None is the next free integer; an existing version needs ``overwrite``.
         max_seq_length: truncation length of the in-graph tokenizer.
         top_k: fill-mask candidates per position.
         texts: held-out texts to verify with (default: the built-in sample), plus edge cases.
+        aggregation: token_classify: how ``serving_default`` groups tokens into entities,
+            ``simple``, ``first`` (default) or ``max`` (:mod:`tfbert.tasks.token_classification`).
         progress: called with a line of text before each slow step.
 
     Raises:
@@ -183,7 +186,7 @@ def export_saved_model(model, tokenizer, *, task: str, vocab_file: str, output_d
     """
     with saved_model_export(model, tokenizer, task=task, vocab_file=vocab_file, output_dir=output_dir, name=name,
                             version=version, overwrite=overwrite, max_seq_length=max_seq_length, top_k=top_k,
-                            texts=texts, progress=progress) as pending:
+                            texts=texts, aggregation=aggregation, progress=progress) as pending:
         pending.finish()
     return pending.published()
 
@@ -291,6 +294,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
 
     graph = EncoderGraph(model_weights(model), model.config.to_dict(), task)
     key = verify.MAIN_OUTPUT[task]
+    mediapipe = mediapipe and task != "token_classify"  # MediaPipe Tasks has no token classifier
     eval_batches = batches(held_out, 32)
     # One float module (one copy of the weights as variables) serves as the reference and for
     # every float conversion; only int8's smoothed weights need a module of their own.
@@ -305,7 +309,9 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
     scores = fidelity(reference, candidate, task)
-    first = len(eval_batches[0]["input_ids"])
+    # The first batch's rows of the reference: its texts, or its real tokens (tflite.main_rows).
+    head = eval_batches[0]
+    first = int(head["attention_mask"].sum()) if task == "token_classify" else len(head["input_ids"])
     scores["fp32_vs_keras_max_abs_diff"] = _check_against_keras(model, task, 5, eval_batches[0],
                                                                 {key: reference[:first]}, where=f"{name} fp32 graph")
     text_model = None
@@ -340,7 +346,7 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
          "held_out_texts": len(held_out), "calibration_texts": len(calibration) if quantization == "int8" else 0,
          **({"text_model_size_mib": len(text_model) / 2**20} if text_model else {}),
          "accuracy_gate": f"cosine >= {min_cosine}"
-         + (f", agreement >= {min_agreement}" if task == "classify" else ""),
+         + (f", agreement >= {min_agreement}" if task in ("classify", "token_classify") else ""),
          "gate_passed": gate_ok})
     if not gate_ok and not allow_accuracy_drop:
         worst = (f"cosine {scores['cosine_mean']:.4f}" if scores["cosine_mean"] < min_cosine
@@ -411,6 +417,10 @@ def _check_against_keras(model, task: str, top_k: int, inputs: dict[str, np.ndar
     worst = 0.0
     for key, got in outputs.items():
         value = keras[key].numpy() if key in keras else None
+        if value is not None and value.ndim == got.ndim + 1:  # token rows of the TFLite comparison
+            from tfbert.export.tflite import main_rows
+
+            value = main_rows(value, inputs)
         if value is None or value.dtype.kind != "f" or not value.size:
             continue
         scale = max(1.0, float(np.abs(value).max()))

@@ -29,7 +29,7 @@ from tfbert.keras_bert import ACTIVATIONS, HF_MASK_BIAS
 from tfbert.keras_bert import activation as bert_activation
 from tfbert.tf import import_tensorflow
 
-TASKS = ("embed", "classify", "fill_mask")
+TASKS = ("embed", "classify", "fill_mask", "token_classify")
 LITE_MASK_BIAS = -30.0
 
 
@@ -49,7 +49,7 @@ class EncoderGraph:
     Args:
         weights: canonical weights (:func:`model_weights`).
         config: the checkpoint config dict.
-        task: ``embed``, ``classify`` or (``serving`` only) ``fill_mask``.
+        task: ``embed``, ``classify``, ``token_classify`` or (``serving`` only) ``fill_mask``.
         smooth: SmoothQuant scales per matmul input (``qkv<i>``, ``ffn_in<i>``), or None.
         serving: the SavedModel's outputs and Hugging Face's mask bias (see the module
             docstring); otherwise the TFLite graph.
@@ -61,6 +61,8 @@ class EncoderGraph:
         classify: ``logits``, ``probabilities`` [batch, labels]; serving adds ``label_ids``.
             The head reads the pooling in ``config["classifier_pooling"]`` (default ``pooler``).
         fill_mask: ``top_k_ids``, ``top_k_probabilities`` [batch, seq, top_k].
+        token_classify: ``logits`` [batch, seq, labels]; serving adds ``probabilities`` and
+            ``label_ids`` [batch, seq].
 
     Raises:
         BadInputError: a task, activation or position-embedding type the graph does not build.
@@ -69,7 +71,7 @@ class EncoderGraph:
     def __init__(self, weights: dict[str, np.ndarray], config: dict, task: str, smooth: dict | None = None,
                  *, serving: bool = False, top_k: int = 5):
         if task not in TASKS or (task == "fill_mask" and not serving):
-            raise BadInputError("TFLite export supports the embed and classify tasks", where="--task",
+            raise BadInputError("TFLite export supports the embed, classify and token_classify tasks", where="--task",
                                 actual=task, fix="export fill_mask as a SavedModel (pass --noquantize)")
         act = config.get("hidden_act", "gelu")
         if act not in ACTIVATIONS:
@@ -242,6 +244,13 @@ class EncoderGraph:
                         tf.maximum(tf.reduce_sum(summed * summed, -1, keepdims=True), 1e-12))}
                     if serving:
                         out["token_embeddings"] = states
+                elif task == "token_classify":
+                    logits = tf.reshape(tf.matmul(x, const(w["classifier.weight"].T)) + const(w["classifier.bias"]),
+                                        [batch, seq, -1])
+                    out = {"logits": logits}
+                    if serving:
+                        out.update(probabilities=tf.nn.softmax(logits, -1),
+                                   label_ids=tf.argmax(logits, -1, output_type=tf.int32))
                 elif task == "classify":
                     # The pooling the classifier was trained with (tfbert.model.classifier_logits).
                     if pooling == "pooler":

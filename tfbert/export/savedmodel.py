@@ -16,13 +16,15 @@ import numpy as np
 
 from tfbert.export.graph import EncoderGraph, model_weights
 from tfbert.model import label_names
+from tfbert.tasks.token_classification import DEFAULT_AGGREGATION, TagTables, check_strategy, entity_graph
 from tfbert.tf import import_tensorflow
 
 SERVING_DEFAULT = "serving_default"
 TOKENIZED = "tokenized"
 
 
-def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5):
+def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5,
+                         aggregation: str | None = None):
     """A ``tf.Module`` whose two tf.functions are the SavedModel's signatures, traced.
 
     ``serving_default`` takes ``text`` (string [batch]) and tokenizes in the graph;
@@ -31,11 +33,16 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
     (:class:`tfbert.export.graph.EncoderGraph` with ``serving=True``: ``sentence_embedding``
     and ``token_embeddings``; ``logits``, ``probabilities``, ``label_ids``; ``top_k_ids``,
     ``top_k_probabilities``) plus, for classification, ``labels`` (the class names) and, for
-    fill-mask, ``top_k_tokens`` (the token strings).
+    fill-mask, ``top_k_tokens`` (the token strings). For token classification ``tokenized``
+    returns per-token ``logits``, ``probabilities`` and ``label_ids``, and ``serving_default``
+    the entities (:func:`tfbert.tasks.token_classification.entity_graph`, grouped with
+    ``aggregation``, default ``first``) with their character offsets into each text.
     """
     tf = import_tensorflow()
     encoder = EncoderGraph(model_weights(model), model.config.to_dict(), task, serving=True, top_k=top_k).module()
-    names = label_names(model.config.to_dict()) if task == "classify" else None
+    names = label_names(model.config.to_dict()) if task in ("classify", "token_classify") else None
+    tables = TagTables.for_tokenizer(names, tokenizer) if task == "token_classify" else None
+    aggregation = check_strategy(aggregation or DEFAULT_AGGREGATION)
 
     class ServingModule(tf.Module):
         def __init__(self):
@@ -46,6 +53,10 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
 
         @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve_text(self, text):
+            if task == "token_classify":
+                tokens = self.tokenizer.tokenize_with_offsets(text, max_seq_length)
+                outputs = self.serve_tokenized(tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"])
+                return entity_graph(text, tokens, outputs["probabilities"], tables, aggregation)
             # Calls the other signature, so the model is traced (and saved) once, not twice.
             return self.serve_tokenized(**self.tokenizer.tokenize(text, max_seq_length))
 
@@ -61,6 +72,7 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
             return outputs
 
     module = ServingModule()
+    module.aggregation = aggregation if task == "token_classify" else None
     module.serve_text.get_concrete_function()
     # The encoder's variables exist once it is traced. Only they are tracked, not the encoder
     # module, whose own tf.function TF Serving never calls (and saving would trace it).
@@ -83,8 +95,10 @@ def run_signatures(module, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str
     return {sig: {k: v.numpy() for k, v in functions[sig](**args).items()} for sig, args in inputs.items()}
 
 
-def write_saved_model(module, directory: str, *, vocab_file: str, labels: list[str] | None = None) -> None:
-    """Save ``module`` with both signatures, and its vocab (and labels) under ``assets/``."""
+def write_saved_model(module, directory: str, *, vocab_file: str, labels: list[str] | None = None,
+                      aggregation: str | None = None) -> None:
+    """Save ``module`` with both signatures, and its vocab (and labels; a token classifier's
+    entity aggregation, ``aggregation.txt``) under ``assets/``."""
     tf = import_tensorflow()
     signatures = {SERVING_DEFAULT: module.serve_text.get_concrete_function(),
                   TOKENIZED: module.serve_tokenized.get_concrete_function()}
@@ -96,3 +110,6 @@ def write_saved_model(module, directory: str, *, vocab_file: str, labels: list[s
     if labels is not None:
         with open(os.path.join(assets, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
+    if aggregation is not None:
+        with open(os.path.join(assets, "aggregation.txt"), "w", encoding="utf-8") as f:
+            f.write(aggregation + "\n")

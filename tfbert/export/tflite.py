@@ -86,9 +86,15 @@ class GraphRunner:
         return {k: v.numpy() for k, v in self.module(ids, mask).items()}
 
 
+def main_rows(output: np.ndarray, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows fidelity compares: a text's (``[batch, ...]``) or, for per-token outputs
+    (``[batch, seq, labels]``), each real token's (padding dropped, since batches differ in length)."""
+    return output[np.asarray(batch["attention_mask"]) > 0] if output.ndim == 3 else output
+
+
 def run_batches(runner, batches: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
-    """``runner``'s output ``key`` over ``batches``, concatenated."""
-    return np.concatenate([runner(b)[key] for b in batches])
+    """``runner``'s output ``key`` over ``batches``, concatenated (:func:`main_rows` of each)."""
+    return np.concatenate([main_rows(runner(b)[key], b) for b in batches])
 
 
 def time_runners(runners: dict, batches: list[dict[str, np.ndarray]], repeats: int = 5) -> dict[str, float]:

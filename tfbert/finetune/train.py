@@ -189,13 +189,19 @@ def _tf_keras():
     return tf_keras
 
 
-def classifier(model):
+def classifier(model, logits=None):
     """A Keras model around a ``TFBertForSequenceClassification`` that returns float32 logits (with
     the pooling of its config, :func:`tfbert.model.classifier_logits`) and whose training step
-    differentiates only the trainable variables."""
+    differentiates only the trainable variables.
+
+    ``logits(model, inputs, training)`` replaces ``classifier_logits`` for another head (the
+    token classifier's, :func:`tfbert.finetune.tokens.token_logits`).
+    """
     tf = import_tensorflow()
     tf_keras = _tf_keras()
     from tfbert.model import classifier_logits
+
+    logits = logits or classifier_logits
 
     class Classifier(tf_keras.Model):
         def __init__(self, bert_model) -> None:
@@ -203,7 +209,7 @@ def classifier(model):
             self.bert_model = bert_model
 
         def call(self, inputs, training=False):
-            return tf.cast(classifier_logits(self.bert_model, inputs, training=training), tf.float32)
+            return tf.cast(logits(self.bert_model, inputs, training=training), tf.float32)
 
         def train_step(self, data):
             x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)

@@ -38,10 +38,13 @@ def record(task: str, out: dict[str, np.ndarray], row: int, index: int, mask_id:
     """The JSON object for row ``row`` of a chunk ``out`` (``index``: its input position).
 
     embed: ``sentence_embedding``; classify: ``label`` and its ``score``; fill_mask: per [MASK]
-    position, the top-k ``tokens`` and ``scores``.
+    position, the top-k ``tokens`` and ``scores``; token_classify: ``entities`` (``word``,
+    ``start``, ``end``, ``label``, ``score`` each).
     """
     if task == "embed":
         return {"index": index, "sentence_embedding": out["sentence_embedding"][row].tolist()}
+    if task == "token_classify":
+        return {"index": index, "entities": out["entities"][row]}
     if task == "classify":
         return {"index": index, "label": str(out["labels"][row]),
                 "score": float(out["probabilities"][row, out["label_ids"][row]])}
@@ -81,6 +84,9 @@ class RowWriter:
             raise BadInputError("unknown output format", where=self.path, expected=" or ".join(OUTPUT_SUFFIXES),
                                 actual=os.path.splitext(self.path)[1] or "no extension",
                                 fix="name the output file *.npy or *.jsonl")
+        if task == "token_classify" and self.path.endswith(".npy"):
+            raise BadInputError("entities have no array form", where=self.path, expected=".jsonl",
+                                fix="name the output file *.jsonl")
         if task == "fill_mask" and self.path.endswith(".npy") and not max_length:
             raise BadInputError("fill_mask .npy output needs the row width", where="max_length",
                                 fix="pass max_length (the Predictor's)")

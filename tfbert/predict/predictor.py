@@ -206,7 +206,8 @@ class Predictor:
                                 fix="re-export it with python -m tfbert.export")
         signature = loaded.signatures[TOKENIZED]
         wanted = OUTPUTS[self.task][0]
-        if wanted not in signature.structured_outputs:
+        token_classifier = os.path.isfile(os.path.join(self.model_path, "assets", "aggregation.txt"))
+        if wanted not in signature.structured_outputs or token_classifier:
             raise BadInputError("the SavedModel was exported for another task", where=self.model_path,
                                 expected=f"output {wanted} (task {self.task})",
                                 actual=sorted(signature.structured_outputs),
@@ -265,6 +266,11 @@ class Predictor:
                                 actual=", ".join(runner.input_names),
                                 fix="predict with the model_<quantization>.tflite next to it; run this one in "
                                 "MediaPipe's TextEmbedder or TextClassifier (docs/mobile.md)")
+        wanted = OUTPUTS[self.task][0]
+        if wanted not in runner.output_names:
+            raise BadInputError("the .tflite was exported for another task", where=self.model_path,
+                                expected=f"output {wanted} (task {self.task})", actual=runner.output_names,
+                                fix="pass the --task the model was exported with (logits: --task=token_classify)")
         if self.task == "classify" and os.path.isfile(config_path):
             import json
 
