@@ -28,7 +28,7 @@ TINY_CONFIG = {
     "pad_token_id": 0,
 }
 HF_CLASSES = {"embed": "TFBertModel", "classify": "TFBertForSequenceClassification",
-              "fill_mask": "TFBertForMaskedLM"}
+              "fill_mask": "TFBertForMaskedLM", "question_answering": "TFBertForQuestionAnswering"}
 
 
 def hf_tf_classes():

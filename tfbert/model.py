@@ -30,6 +30,7 @@ TASK_CLASSES = {
     "embed": "TFBertModel",
     "classify": "TFBertForSequenceClassification",
     "fill_mask": "TFBertForMaskedLM",
+    "question_answering": "TFBertForQuestionAnswering",
 }
 
 
@@ -155,8 +156,8 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
         model: a Hugging Face checkpoint directory (model.safetensors, sharded safetensors,
             tf_model.h5, or pytorch_model.bin with ``allow_pickle``), an original Google BERT TF1
             checkpoint directory or prefix, or None for the embedded all-MiniLM-L6-v2.
-        task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification) or
-            ``fill_mask`` (TFBertForMaskedLM).
+        task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification),
+            ``fill_mask`` (TFBertForMaskedLM) or ``question_answering`` (TFBertForQuestionAnswering).
         batch_size, seq_length, dtype: the run you plan, for the memory pre-flight (a
             seq_length is also checked against the model's position table).
         allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
@@ -191,6 +192,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
             skip = head_tensors(task)
         config = {k: v for k, v in config.items() if k not in ("num_labels", "label2id")}
         config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    if task == "question_answering":  # two outputs per token (start, end), whatever labels the base had
+        config = {k: v for k, v in config.items() if k not in ("id2label", "label2id")}
+        config["num_labels"] = 2
     if task == "classify":
         config = dict(config, **{CONFIG_FIELD: check_pooling(pooling) if pooling is not None
                                  else checkpoint_pooling(diagnosis.files, config)})
@@ -255,6 +259,8 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
         classify: ``logits`` and ``probabilities`` [batch, labels], ``label_ids`` [batch]; the
             head reads the pooling of the model's config (:func:`classifier_logits`), not ``pooling``.
         fill_mask: ``top_k_ids`` and ``top_k_probabilities`` [batch, seq, k] for every position.
+        question_answering: ``start_logits`` and ``end_logits`` [batch, seq] (the span search
+            is :mod:`tfbert.tasks.question_answering`).
 
     The same function backs the Keras backends, the SavedModel signatures and the TFLite
     model, so every path computes the same thing.
@@ -270,6 +276,8 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
                     "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
         kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
         out = model(**kwargs, training=False)
+        if task == "question_answering":
+            return {"start_logits": out.start_logits, "end_logits": out.end_logits}
         if task == "embed":
             hidden = out.last_hidden_state
             if pooling == "mean":

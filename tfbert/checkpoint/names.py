@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-TASKS = ("embed", "classify", "fill_mask")
+TASKS = ("embed", "classify", "fill_mask", "question_answering")
 
 # Tensors a checkpoint may carry that no tfbert model uses; they are ignored silently.
 IGNORED = re.compile(
@@ -84,7 +84,9 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
     """Canonical names and PyTorch-layout shapes that ``config`` implies for ``task``.
 
     ``embed`` is ``TFBertModel`` (with pooler), ``classify`` adds ``classifier.*``
-    (one row per label), ``fill_mask`` is ``TFBertForMaskedLM`` (no pooler, MLM head).
+    (one row per label), ``fill_mask`` is ``TFBertForMaskedLM`` (no pooler, MLM head),
+    ``question_answering`` is ``TFBertForQuestionAnswering`` (no pooler, ``qa_outputs.*``: start
+    and end logit per token).
 
     Example:
         >>> shapes = expected_tensors({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
@@ -125,6 +127,9 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
             "cls.predictions.transform.LayerNorm.bias": (h,),
             "cls.predictions.bias": (v,),
         })
+    elif task == "question_answering":
+        out["qa_outputs.weight"] = (2, h)
+        out["qa_outputs.bias"] = (2,)
     else:
         out["bert.pooler.dense.weight"] = (h, h)
         out["bert.pooler.dense.bias"] = (h,)
@@ -137,7 +142,8 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
 
 def head_tensors(task: str) -> tuple[str, ...]:
     """Name prefixes of a task's head: absent from a base checkpoint, initialised fresh."""
-    return {"classify": ("classifier.",), "fill_mask": ("cls.",)}.get(task, ())
+    return {"classify": ("classifier.",), "fill_mask": ("cls.",),
+            "question_answering": ("qa_outputs.",)}.get(task, ())
 
 
 def num_labels(config: Mapping) -> int:
