@@ -153,6 +153,33 @@ class EdgeTokenizer(Vocabulary):
                 "token_type_ids": np.array([e.type_ids for e in encodings], np.int32)}
 
 
+    def wordpieces(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each text's WordPiece ids (no special tokens, no truncation) and every token's word in characters.
+
+        As :meth:`tfbert.tokenizer.BertTokenizer.wordpieces` with ``with_offsets``, in characters of the
+        Python string instead of UTF-8 bytes (Hugging Face's ``word_to_chars`` of each token's word).
+
+        Returns:
+            Per text ``(ids int32 [n], word_begin [n], word_end [n])``, end exclusive.
+
+        Example:
+            >>> tok.wordpieces(["Héllo world"])[0][1].tolist()  # doctest: +SKIP
+            [0, 6]
+        """
+        if self._truncation is not None:
+            self._tokenizer.no_truncation()
+            self._truncation = None
+        out = []
+        for text in texts:
+            encoding = self._tokenizer.encode(text, add_special_tokens=False)
+            # A special token written in the text ("[MASK]") has no word: its own offsets are its word.
+            spans = [encoding.offsets[i] if w is None else encoding.word_to_chars(w)
+                     for i, w in enumerate(encoding.word_ids)]
+            out.append((np.array(encoding.ids, np.int32), np.array([b for b, _ in spans], np.int64),
+                        np.array([e for _, e in spans], np.int64)))
+        return out
+
+
 def tokenizer_json_difference(path: str, tokenizer: EdgeTokenizer) -> str | None:
     """The first way a ``tokenizer.json`` disagrees with the tokenizer built from ``vocab.txt``, or None.
 

@@ -352,11 +352,35 @@ class BertTokenizer(Vocabulary):
         tf = import_tensorflow()
         return tf.gather(self._vocab_table, ids)
 
-    def _wordpieces(self, texts):
+    def wordpieces(self, texts, with_offsets: bool = False) -> tuple:
+        """The WordPiece ids of each text, without special tokens, truncation or padding.
+
+        Args:
+            texts: string tensor [batch].
+            with_offsets: also give each token's word as byte offsets into the raw text (Hugging
+                Face's ``word_to_chars`` of the token's word, in UTF-8 bytes): extractive question
+                answering maps an answer span back to the context with them.
+
+        Returns:
+            ``(ids int32 [n], row_splits int32 [batch + 1])``, plus ``word_begin`` and ``word_end``
+            (int32 [n], end exclusive) with ``with_offsets``.
+
+        Example:
+            >>> ids, splits, begin, end = tok.wordpieces(tf.constant(["Héllo world"]), with_offsets=True)
+            >>> begin.numpy().tolist(), end.numpy().tolist()
+            ([0, 7], [6, 12])
+        """
+        return self._wordpieces(_string_vector(import_tensorflow(), texts, "texts"), with_offsets)
+
+    def _wordpieces(self, texts, with_offsets: bool = False):
         """(ids int32 [n], row_splits int32 [batch + 1]): WordPiece ids with Hugging Face's word rules."""
         tf = import_tensorflow()
         text, offsets = self._specials_normalizer.normalize_with_offsets(texts)
-        pieces = self._wordpiece.tokenize(self._ascii_lower.normalize(text) if self._ascii_lower else text)
+        lowered = self._ascii_lower.normalize(text) if self._ascii_lower else text
+        if with_offsets:
+            pieces, begin, end = self._wordpiece.tokenize_with_offsets(lowered)
+        else:
+            pieces = self._wordpiece.tokenize(lowered)
         ids = pieces.values
         splits = tf.cast(pieces.row_splits, tf.int32)
         n = tf.size(ids)
@@ -373,7 +397,26 @@ class BertTokenizer(Vocabulary):
         keep = ~dropped & (is_start | (~too_long & (special_id < 0)))
         ids = tf.where(special_id >= 0, special_id, tf.where(too_long, self.unk_id, ids))
         kept = tf.concat([[0], tf.cumsum(tf.cast(keep, tf.int32))], 0)
-        return tf.boolean_mask(ids, keep), tf.gather(kept, splits)
+        if not with_offsets:
+            return tf.boolean_mask(ids, keep), tf.gather(kept, splits)
+        # Normalized byte offsets to raw ones: a word begins at the raw byte its first byte came
+        # from and ends after the raw character its last byte came from (characters normalization
+        # removed after it, like a zero-width space, are not part of it).
+        row = _row_ids(tf, splits, n)
+        base = tf.gather(tf.cast(offsets.row_splits, tf.int32), row)
+        flat_offsets = tf.cast(offsets.values, tf.int32)
+        raw_begin = tf.gather(flat_offsets, base + tf.cast(begin.values, tf.int32))
+        raw_last = tf.gather(flat_offsets, base + tf.cast(end.values, tf.int32) - 1)
+        raw_bytes = tf.strings.bytes_split(texts)
+        byte_values = tf.cast(tf.io.decode_raw(raw_bytes.values, tf.uint8, fixed_length=1)[:, 0], tf.int32)
+        lead = tf.gather(byte_values, tf.gather(tf.cast(raw_bytes.row_splits, tf.int32), row) + raw_last)
+        raw_end = raw_last + _utf8_length(tf, lead)
+        word_begin = tf.gather(tf.math.unsorted_segment_min(raw_begin, word, n), word)
+        word_end = tf.gather(tf.math.unsorted_segment_max(raw_end, word, n), word)
+        written = tf.cast(special_id >= 0, tf.int32)  # "[MASK]" in the text: its word includes the brackets
+        word_begin, word_end = word_begin - written, word_end + written
+        return (tf.boolean_mask(ids, keep), tf.gather(kept, splits), tf.boolean_mask(word_begin, keep),
+                tf.boolean_mask(word_end, keep))
 
     def _special_words(self, text, offsets):
         """Per word: the special token id it is (or -1), and whether it is a bracket of one."""
@@ -505,6 +548,12 @@ def _row_ids(tf, splits, n):
     row_ends = splits[1:]
     ends_at = tf.math.unsorted_segment_sum(tf.ones_like(row_ends), row_ends, n + 1)[:n]
     return tf.cumsum(ends_at)
+
+
+def _utf8_length(tf, lead_byte):
+    """Bytes of the UTF-8 character whose first byte is ``lead_byte`` (int32)."""
+    return 1 + tf.cast(lead_byte >= 0xC0, tf.int32) + tf.cast(lead_byte >= 0xE0, tf.int32) \
+        + tf.cast(lead_byte >= 0xF0, tf.int32)
 
 
 def _string_vector(tf, texts, name: str):

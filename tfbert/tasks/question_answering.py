@@ -1,0 +1,220 @@
+"""Extractive question answering: question + context windows, and the best answer span across them.
+
+The same two steps run in numpy (predict on a .tflite, fine-tuning's evaluation) and as TensorFlow
+ops (the SavedModel's ``serving_default(question, context)``), each written to match Hugging Face's
+``pipeline("question-answering")`` with a fast tokenizer:
+
+* **Windows.** ``[CLS] question [SEP] context [SEP]``; a context longer than the room left
+  (``max_seq_length - 3 - question tokens``) is split into windows that overlap by
+  ``doc_stride`` tokens, as the ``tokenizers`` library's ``truncation="only_second"`` with
+  ``stride`` and ``return_overflowing_tokens`` does: windows start every ``room - doc_stride``
+  tokens until one reaches the end. Hugging Face refuses a question that leaves no more than
+  ``doc_stride`` tokens of room; numpy does too (:class:`~tfbert.errors.BadInputError`), the
+  graph keeps the question's first ``max_seq_length - 4 - doc_stride`` tokens.
+* **Span search.** Per window, start and end logits outside the context (and [CLS]) are set to
+  -10000 and softmaxed; ``p(start) * p(end)`` scores every span of at most ``max_answer_length``
+  tokens, the 12 best per window are kept (Hugging Face's ``top_k * 2 + 10``), mapped to whole
+  words of the context, and candidates with the same text (case-insensitively) add up across
+  spans and windows; the highest sum wins. The null score is the smallest ``p(start=[CLS]) *
+  p(end=[CLS])`` over the windows; with a ``null_threshold`` the answer is empty when the null
+  score exceeds the best span's by more than it (0 is Hugging Face's ``handle_impossible_answer``).
+
+Offsets are characters of the context (Python string indices), end exclusive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tfbert.errors import BadInputError
+
+DEFAULT_MAX_ANSWER_LENGTH = 15  # Hugging Face's pipeline default, in tokens
+CANDIDATES_PER_WINDOW = 12  # Hugging Face's pipeline: top_k * 2 + 10 when answers are aligned to words
+MASKED_LOGIT = -10000.0
+OUTPUTS = ("answer", "start", "end", "score")
+
+
+def default_doc_stride(max_seq_length: int) -> int:
+    """Hugging Face's pipeline default overlap: ``min(max_seq_length // 2, 128)``."""
+    return min(max_seq_length // 2, 128)
+
+
+def check_window(max_seq_length: int, doc_stride: int) -> None:
+    """Refuse a window that leaves no room for a question token and a context step.
+
+    Raises:
+        BadInputError: ``doc_stride`` negative or ``max_seq_length - 4 - doc_stride < 1``.
+    """
+    if doc_stride < 0 or max_seq_length - 4 - doc_stride < 1:
+        raise BadInputError("the window leaves no room for the question", where="doc_stride",
+                            expected=f"0 <= doc_stride <= max_seq_length - 5 = {max_seq_length - 5}",
+                            actual=doc_stride, fix=f"e.g. --doc_stride={default_doc_stride(max_seq_length)}")
+
+
+@dataclasses.dataclass
+class Answer:
+    """One answer: ``context[start:end] == text``; an empty text (start = end = 0) is "no answer"."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclasses.dataclass
+class Windows:
+    """Model inputs for question + context windows, and where each window's context lies.
+
+    Attributes:
+        input_ids, attention_mask, token_type_ids: int32 [windows, seq].
+        example: int [windows], the question/context pair each window belongs to.
+        context_offset: int [windows], position of the window's first context token.
+        first_token: int [windows], index of that token in its context's tokens.
+        context_length: int [windows], context tokens in the window.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    example: np.ndarray
+    context_offset: np.ndarray
+    first_token: np.ndarray
+    context_length: np.ndarray
+
+    def inputs(self, rows: slice | np.ndarray = slice(None)) -> dict[str, np.ndarray]:
+        """The model inputs of ``rows``, trimmed to their longest window."""
+        width = max(1, int(self.attention_mask[rows].sum(axis=1).max(initial=1)))
+        return {k: getattr(self, k)[rows, :width] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def window_starts(context_tokens: int, room: int, doc_stride: int) -> list[int]:
+    """First context token of each window (``tokenizers``' overflow with ``stride``).
+
+    Example:
+        >>> window_starts(10, 4, 1)
+        [0, 3, 6]
+    """
+    if context_tokens <= room:
+        return [0]
+    step = room - doc_stride
+    return list(range(0, context_tokens - room + step, step))
+
+
+def make_windows(questions: list[np.ndarray], contexts: list[np.ndarray], *, max_seq_length: int, doc_stride: int,
+                 cls_id: int, sep_id: int, pad_id: int) -> Windows:
+    """``[CLS] question [SEP] context window [SEP]`` rows for every pair, padded to ``max_seq_length``.
+
+    Args:
+        questions, contexts: WordPiece ids of each question and context (no special tokens).
+        max_seq_length, doc_stride: window length and overlap, in tokens.
+        cls_id, sep_id, pad_id: the special tokens' ids.
+
+    Raises:
+        BadInputError: a question leaving no more than ``doc_stride`` tokens for its context.
+
+    Example:
+        >>> w = make_windows([np.array([7])], [np.arange(10, 20)], max_seq_length=8, doc_stride=1,
+        ...                  cls_id=2, sep_id=3, pad_id=0)
+        >>> w.input_ids[1].tolist(), w.first_token.tolist()
+        [[2, 7, 3, 13, 14, 15, 16, 3], [0, 3, 6]]
+    """
+    check_window(max_seq_length, doc_stride)
+    rows: list[np.ndarray] = []
+    types, example, offset, first, length = [], [], [], [], []
+    for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
+        room = max_seq_length - 3 - len(question)
+        if room <= doc_stride:
+            raise BadInputError("the question is too long for the window", where=f"question {i}",
+                                expected=f"at most {max_seq_length - 4 - doc_stride} tokens",
+                                actual=f"{len(question)} tokens",
+                                fix="shorten the question, or raise --max_seq_length or lower --doc_stride")
+        for start in window_starts(len(context), room, doc_stride):
+            piece = context[start:start + room]
+            rows.append(np.concatenate([[cls_id], question, [sep_id], piece, [sep_id]]))
+            types.append(np.concatenate([np.zeros(len(question) + 2), np.ones(len(piece) + 1)]))
+            example.append(i)
+            offset.append(len(question) + 2)
+            first.append(start)
+            length.append(len(piece))
+    ids = np.full((len(rows), max_seq_length), pad_id, np.int32)
+    mask = np.zeros_like(ids)
+    token_types = np.zeros_like(ids)
+    for r, (row, row_types) in enumerate(zip(rows, types, strict=True)):
+        ids[r, :len(row)], mask[r, :len(row)], token_types[r, :len(row)] = row, 1, row_types
+    as_array = lambda values: np.array(values, np.int64)  # noqa: E731
+    return Windows(ids, mask, token_types, as_array(example), as_array(offset), as_array(first), as_array(length))
+
+
+def _span_probabilities(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows,
+                        max_answer_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(span scores [windows, seq, seq], null scores [windows], context mask [windows, seq])."""
+    seq = start_logits.shape[1]
+    position = np.arange(seq)[None]
+    context = (position >= windows.context_offset[:, None]) & (
+        position < (windows.context_offset + windows.context_length)[:, None])
+    allowed = context | (position == 0)
+
+    def softmax(logits):
+        x = np.where(allowed, logits.astype(np.float32), np.float32(MASKED_LOGIT))
+        x = np.exp(x - x.max(axis=-1, keepdims=True))
+        return x / x.sum(axis=-1, keepdims=True)
+
+    p_start, p_end = softmax(start_logits), softmax(end_logits)
+    null = p_start[:, 0] * p_end[:, 0]
+    p_start[:, 0] = p_end[:, 0] = 0.0
+    band = np.triu(np.tril(np.ones((seq, seq), bool), max_answer_length - 1))
+    return p_start[:, :, None] * p_end[:, None, :] * band, null, context
+
+
+def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows, contexts: list[str],
+                 word_spans: list[tuple[np.ndarray, np.ndarray]], *,
+                 max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
+                 null_threshold: float | None = None) -> list[Answer]:
+    """The answer to each question: the best-scoring span across its windows, or none.
+
+    Args:
+        start_logits, end_logits: float [windows, seq], the model's outputs on ``windows``
+            (any padding beyond each window is ignored).
+        windows: from :func:`make_windows`.
+        contexts: the contexts.
+        word_spans: per context, ``(begin, end)`` character offsets of each context token's word.
+        max_answer_length: the longest answer, in tokens.
+        null_threshold: None never answers "no answer"; else the answer is empty when the null
+            score exceeds the best span's score by more than this (0: Hugging Face's
+            ``handle_impossible_answer=True``).
+
+    Returns:
+        One :class:`Answer` per context.
+
+    Example:
+        >>> best_answers(start, end, windows, ["the cat sat"], spans)[0]  # doctest: +SKIP
+        Answer(text='cat', start=4, end=7, score=0.41)
+    """
+    scores, null, context = _span_probabilities(start_logits, end_logits, windows, max_answer_length)
+    seq = scores.shape[1]
+    found: list[dict[str, list]] = [{} for _ in contexts]
+    null_score = np.full(len(contexts), np.inf)
+    for w in range(len(scores)):
+        e = int(windows.example[w])
+        null_score[e] = min(null_score[e], float(null[w]))
+        flat = scores[w].reshape(-1)
+        for index in np.argsort(-flat, kind="stable")[:CANDIDATES_PER_WINDOW]:
+            s, t = divmod(int(index), seq)
+            if not (context[w, s] and context[w, t]):
+                continue
+            base = int(windows.first_token[w] - windows.context_offset[w])
+            begin, end = int(word_spans[e][0][base + s]), int(word_spans[e][1][base + t])
+            text = contexts[e][begin:end]
+            entry = found[e].setdefault(text.lower(), [0.0, text, begin, end])
+            entry[0] += float(flat[index])
+    answers = []
+    for e in range(len(contexts)):
+        best = max(found[e].values(), key=lambda entry: entry[0], default=None)
+        nothing = null_score[e] if np.isfinite(null_score[e]) else 0.0
+        if best is None or (null_threshold is not None and nothing - best[0] > null_threshold):
+            answers.append(Answer("", 0, 0, float(nothing)))
+        else:
+            answers.append(Answer(best[1], best[2], best[3], best[0]))
+    return answers
