@@ -218,3 +218,82 @@ def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Wind
         else:
             answers.append(Answer(best[1], best[2], best[3], best[0]))
     return answers
+
+
+def answer_labels(windows: Windows, token_spans: list[tuple[np.ndarray, np.ndarray]],
+                  answers: list[tuple[int, int] | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions to train on, per window, as Hugging Face's ``run_qa.py`` labels them.
+
+    Args:
+        windows: from :func:`make_windows`.
+        token_spans: per example, ``(begin, end)`` character offsets of each context token.
+        answers: per example, the answer's ``(start, end)`` characters in the context, or None
+            (unanswerable).
+
+    Returns:
+        ``(start, end)`` int32 [windows]: token positions of the answer, or 0 ([CLS]) when the
+        example has no answer or the window does not hold all of it.
+
+    Example:
+        >>> answer_labels(windows, [(begin, end)], [(4, 7)])  # doctest: +SKIP
+        (array([3]), array([3]))
+    """
+    starts = np.zeros(len(windows.example), np.int32)
+    ends = np.zeros_like(starts)
+    for w, e in enumerate(windows.example):
+        if answers[e] is None or windows.context_length[w] == 0:
+            continue
+        start_char, end_char = answers[e]
+        begin, end = token_spans[e]
+        first, last = windows.first_token[w], windows.first_token[w] + windows.context_length[w] - 1
+        if not (begin[first] <= start_char and end[last] >= end_char):
+            continue
+        start = first + np.searchsorted(begin[first:last + 1], start_char, side="right") - 1
+        stop = last
+        while stop > first and end[stop - 1] >= end_char:
+            stop -= 1
+        offset = windows.context_offset[w] - windows.first_token[w]
+        starts[w], ends[w] = start + offset, stop + offset
+    return starts, ends
+
+
+def normalize_answer(text: str) -> str:
+    """The official SQuAD normalisation: lower case, no punctuation, no articles, single spaces.
+
+    Example:
+        >>> normalize_answer("The  Eiffel-Tower!")
+        'eiffeltower'
+    """
+    import re
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def squad_scores(prediction: str, golds: list[str]) -> tuple[float, float]:
+    """``(exact match, F1)`` of one prediction against its gold answers, as the official SQuAD 2.0 script.
+
+    No gold answer (or only empty ones) means unanswerable: both are 1 for an empty prediction, else 0.
+    F1 is over normalised tokens; the best gold answer counts.
+
+    Example:
+        >>> squad_scores("the cat", ["a cat sat"])
+        (0.0, 0.6666666666666666)
+    """
+    import collections
+
+    golds = [g for g in golds if normalize_answer(g)] or [""]
+    exact, f1 = 0.0, 0.0
+    predicted = normalize_answer(prediction).split()
+    for gold in golds:
+        truth = normalize_answer(gold).split()
+        exact = max(exact, float(predicted == truth))
+        if not predicted or not truth:
+            f1 = max(f1, float(predicted == truth))
+            continue
+        common = sum((collections.Counter(predicted) & collections.Counter(truth)).values())
+        if common:
+            precision, recall = common / len(predicted), common / len(truth)
+            f1 = max(f1, 2 * precision * recall / (precision + recall))
+    return exact, f1
