@@ -104,7 +104,8 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
                        version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
                        top_k: int = 5, texts: list[str] | None = None,
                        publication: layout.VersionPublication | None = None,
-                       progress: Progress = lambda message: None) -> Iterator[PendingSavedModel]:
+                       progress: Progress = lambda message: None,
+                       question_answering: dict | None = None) -> Iterator[PendingSavedModel]:
     """Write a TF Serving SavedModel version and verify it in a fresh process while the caller goes on.
 
     Yields a :class:`PendingSavedModel` as soon as the files are written and the verifying
@@ -115,7 +116,9 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
     With ``publication`` (a :func:`tfbert.export.layout.reserve` block of the caller's), the
     version is that one's and is published when the caller's block ends, with the others.
 
-    Args: as :func:`export_saved_model`, and ``publication``.
+    Args: as :func:`export_saved_model`, and ``publication``; ``question_answering``: the keyword
+        arguments of :func:`tfbert.export.savedmodel.build_question_answering_module` (``doc_stride``,
+        ``max_answer_length``, ``null_threshold``).
 
     Example:
         >>> with layout.reserve("exported", ["minilm", "minilm-tflite"]) as publication:
@@ -135,8 +138,9 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
         held_out = (texts or split_texts(read_texts())[1])[:24] + EDGE_CASES
         progress(f"tracing the serving signatures ({task}) and checking them against the Keras model on "
                  f"{len(held_out)} held-out texts")
-        module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k)
-        inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
+        module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k,
+                                                 question_answering=question_answering)
+        inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length, task)
         expected = savedmodel.run_signatures(module, inputs)
         _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
                              where=target)
@@ -144,7 +148,8 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
         tmp = publication.staging(subdir)
         progress(f"writing the SavedModel for {target}")
         savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels)
-        write_warmup_requests(tmp, name, held_out[:8])
+        write_warmup_requests(tmp, name, held_out[:8] if task != "question_answering"
+                              else {k: list(v[:8]) for k, v in inputs[savedmodel.SERVING_DEFAULT].items()})
         progress("verifying: loading the SavedModel in a fresh process with TF Serving's C++ loader "
                  "(in the background)")
         run = verify.FreshProcessRun(tmp, inputs, module)

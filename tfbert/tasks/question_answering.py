@@ -297,3 +297,113 @@ def squad_scores(prediction: str, golds: list[str]) -> tuple[float, float]:
             precision, recall = common / len(predicted), common / len(truth)
             f1 = max(f1, 2 * precision * recall / (precision + recall))
     return exact, f1
+
+
+def graph_windows(tokenizer, question, context, *, max_seq_length: int, doc_stride: int) -> dict:
+    """:func:`make_windows` as TensorFlow ops, from raw strings (usable in a SavedModel signature).
+
+    Questions longer than ``max_seq_length - 4 - doc_stride`` tokens keep that many (numpy refuses them).
+
+    Returns:
+        ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32 [windows, seq], ``seq`` the
+        longest window), ``example``, ``first_token``, ``context_offset``, ``context_length``
+        (int32 [windows]), and the context tokens' ``splits``, ``word_begin``, ``word_end``
+        (UTF-8 bytes).
+    """
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    check_window(max_seq_length, doc_stride)
+    q_ids, q_splits = tokenizer.wordpieces(question)
+    c_ids, c_splits, word_begin, word_end = tokenizer.wordpieces(context, with_offsets=True)
+    q_len = tf.minimum(q_splits[1:] - q_splits[:-1], max_seq_length - 4 - doc_stride)
+    c_len = c_splits[1:] - c_splits[:-1]
+    room = max_seq_length - 3 - q_len
+    step = room - doc_stride
+    windows = tf.where(c_len <= room, 1, 1 + (c_len - room + step - 1) // step)
+    example = tf.repeat(tf.range(tf.size(windows)), windows)
+    index = tf.range(tf.size(example)) - tf.gather(tf.cumsum(windows, exclusive=True), example)
+    first = index * tf.gather(step, example)
+    length = tf.minimum(tf.gather(room, example), tf.gather(c_len, example) - first)
+    question_length = tf.gather(q_len, example)
+    offset = question_length + 2
+    total = offset + length + 1
+    position = tf.range(tf.reduce_max(tf.concat([total, [0]], 0)))[None, :]
+    in_question = (position >= 1) & (position <= question_length[:, None])
+    in_context = (position >= offset[:, None]) & (position < (offset + length)[:, None])
+
+    def pieces(ids, splits, inside, shift):
+        padded = tf.concat([ids, [tokenizer.pad_id]], 0)
+        return tf.gather(padded, tf.where(inside, tf.gather(splits[:-1], example)[:, None] + shift, tf.size(ids)))
+
+    input_ids = tf.where(position == 0, tokenizer.cls_id, tf.where(
+        in_question, pieces(q_ids, q_splits, in_question, position - 1),
+        tf.where(in_context, pieces(c_ids, c_splits, in_context, first[:, None] + position - offset[:, None]),
+                 tf.where(position < total[:, None], tokenizer.sep_id, tokenizer.pad_id))))
+    inside = position < total[:, None]
+    return {"input_ids": input_ids, "attention_mask": tf.cast(inside, tf.int32),
+            "token_type_ids": tf.cast(inside & (position >= offset[:, None]), tf.int32), "example": example,
+            "first_token": first, "context_offset": offset, "context_length": length, "splits": c_splits,
+            "word_begin": word_begin, "word_end": word_end}
+
+
+def graph_answers(start_logits, end_logits, windows: dict, context, *,
+                  max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH, null_threshold: float | None = None) -> dict:
+    """:func:`best_answers` as TensorFlow ops, on :func:`graph_windows`' windows of ``context`` (string [batch]).
+
+    Returns:
+        ``answer`` (string [batch]), ``start`` and ``end`` (int32 [batch], characters of the
+        context, end exclusive; 0 and 0 for no answer) and ``score`` (float32 [batch]).
+    """
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
+    batch = tf.size(context)
+    example, offset, length = windows["example"], windows["context_offset"], windows["context_length"]
+    width = tf.shape(start_logits)[1]
+    position = tf.range(width)[None, :]
+    in_context = (position >= offset[:, None]) & (position < (offset + length)[:, None])
+    allowed = in_context | (position == 0)
+
+    def softmax(logits):
+        return tf.nn.softmax(tf.where(allowed, tf.cast(logits, tf.float32), MASKED_LOGIT), axis=-1)
+
+    p_start, p_end = softmax(start_logits), softmax(end_logits)
+    null = p_start[:, 0] * p_end[:, 0]
+    p_start = tf.where(position == 0, 0.0, p_start)
+    spans = tf.linalg.band_part(p_start[:, :, None] * p_end[:, None, :], 0, max_answer_length - 1)
+    scores, flat = tf.math.top_k(tf.reshape(spans, [tf.size(example), -1]),
+                                 k=tf.minimum(CANDIDATES_PER_WINDOW, width * width))
+    first_tok, last_tok = flat // width, flat % width
+    valid = tf.gather(in_context, first_tok, batch_dims=1) & tf.gather(in_context, last_tok, batch_dims=1)
+    base = (tf.gather(windows["splits"][:-1], example) + windows["first_token"] - offset)[:, None]
+    candidate_example = tf.boolean_mask(tf.broadcast_to(example[:, None], tf.shape(flat)), valid)
+    scores = tf.boolean_mask(scores, valid)
+    begin = tf.gather(windows["word_begin"], tf.boolean_mask(base + first_tok, valid))
+    end = tf.gather(windows["word_end"], tf.boolean_mask(base + last_tok, valid))
+    contexts = tf.gather(context, candidate_example)
+    text = tf.strings.substr(contexts, begin, end - begin)
+    # Same text (case-insensitively) in the same example: one candidate, scores added (Hugging Face's get_answer).
+    groups, group = tf.unique(tf.strings.join([tf.strings.as_string(candidate_example),
+                                               tf.strings.lower(text, encoding="utf-8")], ":"))
+    n_groups, candidates = tf.size(groups), tf.size(scores)
+    group_score = tf.math.unsorted_segment_sum(scores, group, n_groups)
+    group_first = tf.math.unsorted_segment_min(tf.range(candidates), group, n_groups)
+    group_example = tf.gather(candidate_example, group_first)
+    best = tf.math.unsorted_segment_max(group_score, group_example, batch)
+    is_best = group_score >= tf.gather(best, group_example)
+    # An example without candidates (an empty context) gets the segment's identity: clipped to "none".
+    choice = tf.minimum(tf.math.unsorted_segment_min(tf.where(is_best, group_first, candidates), group_example,
+                                                     batch), candidates)
+    found = choice < candidates
+    null_score = tf.math.unsorted_segment_min(null, example, batch)
+    best_score = tf.where(found, best, 0.0)
+    nothing = ~found
+    if null_threshold is not None:
+        nothing |= null_score - best_score > null_threshold
+    pick = lambda values, fill: tf.where(nothing, fill, tf.gather(tf.concat([values, [fill]], 0), choice))  # noqa: E731
+    byte_begin, byte_end = pick(begin, 0), pick(end, 0)
+    characters = lambda stop: tf.strings.length(tf.strings.substr(context, tf.zeros_like(stop), stop),  # noqa: E731
+                                                unit="UTF8_CHAR")
+    return {"answer": pick(text, ""), "start": characters(byte_begin), "end": characters(byte_end),
+            "score": tf.where(nothing, null_score, best_score)}
