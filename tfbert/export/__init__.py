@@ -290,9 +290,18 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         # Length-sorted windows, like predict's bucketing, padded to each batch's longest.
         out = []
         for i in range(0, len(texts), size):
+            if task == "question_answering":  # question/context pairs, as the model will see them
+                questions, contexts = savedmodel.question_context_pairs(texts[i:i + size])
+                ids = tokenizer.tokenize_numpy(questions, max_seq_length, contexts)
+                out.append({k: ids[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+                continue
             ids = tokenizer.tokenize_numpy(texts[i:i + size], max_seq_length)
             out.append({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})
         return out
+
+    if task == "question_answering" and (text_input or mediapipe):
+        text_input = mediapipe = False
+        progress("question_answering: the .tflite takes token ids only (no raw-text or MediaPipe model)")
 
     graph = EncoderGraph(model_weights(model), model.config.to_dict(), task)
     key = verify.MAIN_OUTPUT[task]
