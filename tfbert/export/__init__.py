@@ -116,9 +116,9 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
     With ``publication`` (a :func:`tfbert.export.layout.reserve` block of the caller's), the
     version is that one's and is published when the caller's block ends, with the others.
 
-    Args: as :func:`export_saved_model`, and ``publication``; ``question_answering``: the keyword
-        arguments of :func:`tfbert.export.savedmodel.build_question_answering_module` (``doc_stride``,
-        ``max_answer_length``, ``null_threshold``).
+    Args: as :func:`export_saved_model`, and ``publication``.
+        question_answering: keyword arguments of the question-answering serving module (doc_stride,
+            max_answer_length, null_threshold; :func:`tfbert.export.savedmodel.build_question_answering_module`).
 
     Example:
         >>> with layout.reserve("exported", ["minilm", "minilm-tflite"]) as publication:
