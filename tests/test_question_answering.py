@@ -201,7 +201,10 @@ def pipeline_run(tmp_path_factory):
     evaluation = _write_jsonl(root / "eval.jsonl", held_out)
     long_context = " ".join(r["context"] for r in held_out)  # several windows
     questions = [{"question": r["question"], "context": r["context"]} for r in held_out]
-    questions += [{"question": "what follows dog?", "context": long_context}, {"question": "what?", "context": ""}]
+    huge = (" ".join(tiny.WORDS) + ". ") * (100_000 // (len(" ".join(tiny.WORDS)) + 2) + 1)
+    questions += [{"question": "what follows dog?", "context": long_context},
+                  {"question": "what follows sad?", "context": huge[:100_000]},  # ~1,200 windows
+                  {"question": "what?", "context": ""}]
     inputs = _write_jsonl(root / "qa.jsonl", questions)
     window = ["--max_length=32", "--doc_stride=8"]
     out = {"root": root, "questions": questions, "runs": {}}
@@ -259,7 +262,24 @@ def test_exported_answers_equal_hugging_face_pipeline(pipeline_run):
                     framework="tf", torch_dtype=None)
     for kind, handle in (("savedmodel", True), ("fp32", False)):
         expected = [pipe(question=r["question"], context=r["context"], max_seq_len=32, doc_stride=8,
-                         handle_impossible_answer=handle) for r in pipeline_run["questions"][:-1]]
+                         handle_impossible_answer=handle) for r in pipeline_run["questions"][:-2]]
         assert any(e["answer"] for e in expected)
-        got = [(a["answer"], a["start"], a["end"], a["score"]) for a in pipeline_run[kind][:-1]]
+        got = [(a["answer"], a["start"], a["end"], a["score"]) for a in pipeline_run[kind][:-2]]
         _assert_same(got, expected)
+
+
+def test_bad_training_and_predict_inputs_are_one_line_and_write_nothing(pipeline_run, tmp_path):
+    base = str(pipeline_run["root"] / "base")
+    good = _squad_records(3, 2, unanswerable_every=99)
+    bad = dict(good[1], answers={"text": [good[1]["answers"]["text"][0]], "answer_start": [0]})
+    train = _write_jsonl(tmp_path / "train.jsonl", [good[0], bad, good[2]])
+    run = _cli("finetune", "--task=question_answering", f"--model={base}", f"--train={train}", f"--eval={train}",
+               f"--output_dir={tmp_path / 'out'}", "--max_length=32")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "train.jsonl:2" in run.stderr and "answer_start" in run.stderr
+    assert not (tmp_path / "out").exists()
+    questions = _write_jsonl(tmp_path / "q.jsonl", [{"question": "what?", "context": "a cat"}, {"question": "x"}])
+    run = _cli("predict", "--task=question_answering", f"--model={pipeline_run['models']['int8']}",
+               f"--input={questions}", f"--output={tmp_path / 'answers.jsonl'}")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "q.jsonl:2" in run.stderr
+    assert not (tmp_path / "answers.jsonl").exists()

@@ -34,7 +34,9 @@ def read_questions(path: str) -> tuple[list[str], list[str]]:
             reason = "question and context must be strings"
         if reason:
             raise BadInputError(f"bad record ({reason})", where=f"{path}:{number}",
-                                expected='{"question": "...", "context": "..."}', fix="fix or remove that line")
+                                expected='{"question": "...", "context": "..."}',
+                                actual=f"keys {sorted(row)}" if row is not None else "no JSON object",
+                                fix="fix or remove that line")
         questions.append(row["question"])
         contexts.append(row["context"])
     return questions, contexts
