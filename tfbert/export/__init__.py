@@ -293,7 +293,10 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
             if task == "question_answering":  # question/context pairs, as the model will see them
                 questions, contexts = savedmodel.question_context_pairs(texts[i:i + size])
                 ids = tokenizer.tokenize_numpy(questions, max_seq_length, contexts)
-                out.append({k: ids[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+                # Padded to max_seq_length: logits are per token, so every batch needs the same width.
+                out.append({k: np.pad(ids[k], [(0, 0), (0, max_seq_length - ids[k].shape[1])],
+                                      constant_values=tokenizer.pad_id if k == "input_ids" else 0)
+                            for k in ("input_ids", "attention_mask", "token_type_ids")})
                 continue
             ids = tokenizer.tokenize_numpy(texts[i:i + size], max_seq_length)
             out.append({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})
