@@ -28,7 +28,8 @@ TINY_CONFIG = {
     "pad_token_id": 0,
 }
 HF_CLASSES = {"embed": "TFBertModel", "classify": "TFBertForSequenceClassification",
-              "fill_mask": "TFBertForMaskedLM", "token_classify": "TFBertForTokenClassification"}
+              "fill_mask": "TFBertForMaskedLM", "token_classify": "TFBertForTokenClassification",
+              "question_answering": "TFBertForQuestionAnswering"}
 # IOB2 tags of the tiny token classifiers.
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "MISC"]
 

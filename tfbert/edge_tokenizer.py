@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -173,6 +174,45 @@ class EdgeTokenizer(Vocabulary):
             [[0, 5, 11, 0]]
         """
         return self.tokenize_numpy(texts, max_length, offsets=True)
+
+
+    def wordpieces(self, texts: list[str]) -> list[Pieces]:
+        """Each text's WordPiece ids (no special tokens, no truncation) with character offsets.
+
+        As :meth:`tfbert.tokenizer.BertTokenizer.wordpieces` with ``with_offsets``, in characters of the
+        Python string instead of UTF-8 bytes (Hugging Face's ``word_to_chars`` of each token's word),
+        plus each token's own offsets (Hugging Face's ``offset_mapping``).
+
+        Returns:
+            A :class:`Pieces` per text.
+
+        Example:
+            >>> tok.wordpieces(["Héllo world"])[0].word_begin.tolist()  # doctest: +SKIP
+            [0, 6]
+        """
+        if self._truncation is not None:
+            self._tokenizer.no_truncation()
+            self._truncation = None
+        out = []
+        for text in texts:
+            encoding = self._tokenizer.encode(text, add_special_tokens=False)
+            # A special token written in the text ("[MASK]") has no word: its own offsets are its word.
+            words = [encoding.offsets[i] if w is None else encoding.word_to_chars(w)
+                     for i, w in enumerate(encoding.word_ids)]
+            column = lambda pairs, k: np.array([p[k] for p in pairs], np.int64)  # noqa: E731
+            out.append(Pieces(np.array(encoding.ids, np.int32), column(words, 0), column(words, 1),
+                              column(encoding.offsets, 0), column(encoding.offsets, 1)))
+        return out
+
+
+class Pieces(NamedTuple):
+    """One text's WordPiece ids and character offsets (end exclusive): of each token's word, and its own."""
+
+    ids: np.ndarray
+    word_begin: np.ndarray
+    word_end: np.ndarray
+    begin: np.ndarray
+    end: np.ndarray
 
 
 def tokenizer_json_difference(path: str, tokenizer: EdgeTokenizer) -> str | None:

@@ -3,13 +3,14 @@
 transformers 5 dropped its TensorFlow classes, and a user may not have transformers at all.
 :func:`build` then gives the model :func:`tfbert.model.load` would have built from
 ``TFBertModel`` / ``TFBertForSequenceClassification`` / ``TFBertForMaskedLM`` /
-``TFBertForTokenClassification``: the same layers
+``TFBertForTokenClassification`` / ``TFBertForQuestionAnswering``: the same layers
 under the same names (``tf_bert_model/bert/encoder/layer_._0/attention/self/query/kernel:0``),
 so :mod:`tfbert.checkpoint.names` maps it, :func:`tfbert.model.assign_weights` fills it, and
 export, predict and fine-tuning read it as they read Hugging Face's; the same forward (mask
 bias -10000, exact-erf GELU, tied MLM decoder), equal to Hugging Face's to 1e-5 (tests/test_keras_bert.py);
 the same attributes (``.config``, ``.bert.embeddings``, ``.bert.encoder.layer``, ``.bert.pooler``,
-``.dropout``, ``.classifier``) and outputs (``last_hidden_state``, ``pooler_output``, ``logits``).
+``.dropout``, ``.classifier``, ``.qa_outputs``) and outputs (``last_hidden_state``, ``pooler_output``,
+``logits``, ``start_logits`` / ``end_logits``).
 
 It is written on tf-keras, the Keras the Hugging Face classes use, so mixed precision, the
 optimizers and the callbacks of :mod:`tfbert.finetune` are the same objects on both paths, and one
@@ -37,7 +38,8 @@ DEFAULTS = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "n
             "position_embedding_type": "absolute", "classifier_dropout": None, "model_type": "bert"}
 # Keras names of the three task models, as Hugging Face's classes name themselves.
 MODEL_NAMES = {"embed": "tf_bert_model", "classify": "tf_bert_for_sequence_classification",
-               "fill_mask": "tf_bert_for_masked_lm", "token_classify": "tf_bert_for_token_classification"}
+               "fill_mask": "tf_bert_for_masked_lm", "token_classify": "tf_bert_for_token_classification",
+               "question_answering": "tf_bert_for_question_answering"}
 HF_MASK_BIAS = -10000.0  # what Hugging Face's TF BERT adds to the attention scores of padding
 # The hidden_act values :func:`activation` builds (tfbert's export graph builds the same).
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
@@ -105,8 +107,9 @@ def build(config: dict, task: str = "embed", *, initializer=None):
 
     Args:
         config: the checkpoint's config.json fields.
-        task: ``embed`` (as ``TFBertModel``), ``classify`` (``TFBertForSequenceClassification``)
-            ``fill_mask`` (``TFBertForMaskedLM``) or ``token_classify`` (``TFBertForTokenClassification``).
+        task: ``embed`` (as ``TFBertModel``), ``classify`` (``TFBertForSequenceClassification``),
+            ``fill_mask`` (``TFBertForMaskedLM``), ``token_classify`` (``TFBertForTokenClassification``)
+            or ``question_answering`` (``TFBertForQuestionAnswering``).
         initializer: for kernels and embedding tables (e.g. zeros, for a caller that fills them
             at once); default Hugging Face's truncated normal with the config's ``initializer_range``.
 
@@ -345,13 +348,15 @@ def build(config: dict, task: str = "embed", *, initializer=None):
         def __init__(self):
             super().__init__(name=MODEL_NAMES[task])
             self.config = cfg
-            self.bert = MainLayer(pooler=task not in ("fill_mask", "token_classify"))
+            self.bert = MainLayer(pooler=task not in ("fill_mask", "token_classify", "question_answering"))
             if task in ("classify", "token_classify"):
                 rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
                 self.dropout = keras.layers.Dropout(rate)
                 self.classifier = dense(cfg.num_labels, "classifier")
             elif task == "fill_mask":
                 self.mlm = MLMHead(self.bert.embeddings)
+            elif task == "question_answering":
+                self.qa_outputs = dense(cfg.num_labels, "qa_outputs")
 
         def build(self, input_shape=None):
             if self.built:
@@ -361,6 +366,8 @@ def build(config: dict, task: str = "embed", *, initializer=None):
                 build_in(self.classifier, [None, None, hidden])
             elif task == "fill_mask":
                 build_in(self.mlm, None)
+            elif task == "question_answering":
+                build_in(self.qa_outputs, [None, None, hidden])
             self.built = True
 
         def call(self, input_ids=None, attention_mask=None, token_type_ids=None, training=False):
@@ -371,6 +378,9 @@ def build(config: dict, task: str = "embed", *, initializer=None):
                 return BertOutput(logits=self.classifier(self.dropout(out.last_hidden_state, training=training)))
             if task == "fill_mask":
                 return BertOutput(logits=self.mlm(out.last_hidden_state))
+            if task == "question_answering":
+                start, end = tf.unstack(self.qa_outputs(out.last_hidden_state), 2, axis=-1)
+                return BertOutput(start_logits=start, end_logits=end)
             return out
 
     model = Model()

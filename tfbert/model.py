@@ -31,6 +31,7 @@ TASK_CLASSES = {
     "classify": "TFBertForSequenceClassification",
     "fill_mask": "TFBertForMaskedLM",
     "token_classify": "TFBertForTokenClassification",
+    "question_answering": "TFBertForQuestionAnswering",
 }
 
 
@@ -157,8 +158,8 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
             tf_model.h5, or pytorch_model.bin with ``allow_pickle``), an original Google BERT TF1
             checkpoint directory or prefix, or None for the embedded all-MiniLM-L6-v2.
         task: ``embed`` (TFBertModel), ``classify`` (TFBertForSequenceClassification),
-            ``fill_mask`` (TFBertForMaskedLM) or ``token_classify`` (TFBertForTokenClassification,
-            one label per token).
+            ``fill_mask`` (TFBertForMaskedLM), ``token_classify`` (TFBertForTokenClassification,
+            one label per token) or ``question_answering`` (TFBertForQuestionAnswering).
         batch_size, seq_length, dtype: the run you plan, for the memory pre-flight (a
             seq_length is also checked against the model's position table).
         allow_pickle: read pytorch_model.bin with a weights-only unpickler (never by default).
@@ -196,6 +197,9 @@ def load(model: str | os.PathLike | None = None, task: str = "embed", *, batch_s
             skip = head_tensors(task)
         config = {k: v for k, v in config.items() if k not in ("num_labels", "label2id")}
         config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    if task == "question_answering":  # two outputs per token (start, end), whatever labels the base had
+        config = {k: v for k, v in config.items() if k not in ("id2label", "label2id")}
+        config["num_labels"] = 2
     if task == "classify":
         config = dict(config, **{CONFIG_FIELD: check_pooling(pooling) if pooling is not None
                                  else checkpoint_pooling(diagnosis.files, config)})
@@ -262,6 +266,8 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
         fill_mask: ``top_k_ids`` and ``top_k_probabilities`` [batch, seq, k] for every position.
         token_classify: ``logits`` and ``probabilities`` [batch, seq, labels], ``label_ids``
             [batch, seq], one row per token (special tokens and padding included).
+        question_answering: ``start_logits`` and ``end_logits`` [batch, seq] (the span search
+            is :mod:`tfbert.tasks.question_answering`).
 
     The same function backs the Keras backends, the SavedModel signatures and the TFLite
     model, so every path computes the same thing.
@@ -280,6 +286,8 @@ def task_outputs(model, task: str, *, pooling: str = "mean", top_k: int = 5):
         if task == "token_classify":
             return {"logits": out.logits, "probabilities": tf.nn.softmax(out.logits, axis=-1),
                     "label_ids": tf.argmax(out.logits, axis=-1, output_type=tf.int32)}
+        if task == "question_answering":
+            return {"start_logits": out.start_logits, "end_logits": out.end_logits}
         if task == "embed":
             hidden = out.last_hidden_state
             if pooling == "mean":

@@ -307,7 +307,7 @@ class BertTokenizer(Vocabulary):
         tf = import_tensorflow()
         check_max_length(max_length)
         texts = _string_vector(tf, texts, "texts")
-        ids, splits, begin, last = self._wordpieces(texts, offsets=True)
+        ids, splits, begin, last, _, _ = self._wordpieces(texts, offsets=True)
         out = self._single(ids, splits, max_length - 2, extra={"start": begin, "end": last})
         # Byte offsets to code points: the character holding a byte is the last one starting at
         # or before it; the span ends after the character holding its last byte.
@@ -388,11 +388,33 @@ class BertTokenizer(Vocabulary):
         tf = import_tensorflow()
         return tf.gather(self._vocab_table, ids)
 
+    def wordpieces(self, texts, with_offsets: bool = False) -> tuple:
+        """The WordPiece ids of each text, without special tokens, truncation or padding.
+
+        Args:
+            texts: string tensor [batch].
+            with_offsets: also give each token's word as byte offsets into the raw text (Hugging
+                Face's ``word_to_chars`` of the token's word, in UTF-8 bytes): extractive question
+                answering maps an answer span back to the context with them.
+
+        Returns:
+            ``(ids int32 [n], row_splits int32 [batch + 1])``, plus ``word_begin`` and ``word_end``
+            (int32 [n], end exclusive) with ``with_offsets``.
+
+        Example:
+            >>> ids, splits, begin, end = tok.wordpieces(tf.constant(["Héllo world"]), with_offsets=True)
+            >>> begin.numpy().tolist(), end.numpy().tolist()
+            ([0, 7], [6, 12])
+        """
+        out = self._wordpieces(_string_vector(import_tensorflow(), texts, "texts"), with_offsets)
+        return out[:2] + out[4:] if with_offsets else out
+
     def _wordpieces(self, texts, offsets: bool = False):
         """(ids int32 [n], row_splits int32 [batch + 1]): WordPiece ids with Hugging Face's word rules.
 
         With ``offsets``, also each kept piece's first and last byte in the raw text (a [UNK]
-        for a too-long word: the word's last byte; any byte of a character stands for it).
+        for a too-long word: the word's last byte; any byte of a character stands for it), then
+        its word's first byte and the byte after its word (end exclusive).
         """
         tf = import_tensorflow()
         text, raw_offsets = self._specials_normalizer.normalize_with_offsets(texts)
@@ -425,14 +447,26 @@ class BertTokenizer(Vocabulary):
         flat = tf.cast(raw_offsets.values, tf.int32)
         raw_begin = tf.gather(flat, base + tf.cast(begin.values, tf.int32))
         raw_last = tf.gather(flat, base + tf.cast(end.values, tf.int32) - 1)
+        # A word begins at the raw byte its first byte came from and ends after the raw character
+        # its last byte came from (characters normalization removed after it, like a zero-width
+        # space, are not part of it).
+        raw_bytes = tf.strings.bytes_split(texts)
+        byte_values = tf.cast(tf.io.decode_raw(raw_bytes.values, tf.uint8, fixed_length=1)[:, 0], tf.int32)
+        row = _row_ids(tf, splits, n)
+        lead = tf.gather(byte_values, tf.gather(tf.cast(raw_bytes.row_splits, tf.int32), row) + raw_last)
+        raw_end = raw_last + _utf8_length(tf, lead)
+        word_begin = tf.gather(tf.math.unsorted_segment_min(raw_begin, word, n), word)
+        word_end = tf.gather(tf.math.unsorted_segment_max(raw_end, word, n), word)
+        written = tf.cast(special_id >= 0, tf.int32)  # "[MASK]" in the text: its word includes the brackets
+        word_begin, word_end = word_begin - written, word_end + written
         # One token for a whole word (a too-long word's [UNK], a special token written in the
         # text) ends with the word; a special token also spans its brackets (a byte each, adjacent).
         whole = too_long | (special_id >= 0)
-        raw_last = tf.where(whole, tf.gather(tf.math.unsorted_segment_max(raw_last, word, n), word), raw_last)
-        raw_begin = tf.where(special_id >= 0, raw_begin - 1, raw_begin)
-        raw_last = tf.where(special_id >= 0, raw_last + 1, raw_last)
-        return (tf.boolean_mask(ids, keep), tf.gather(kept, splits), tf.boolean_mask(raw_begin, keep),
-                tf.boolean_mask(raw_last, keep))
+        piece_last = tf.where(whole, tf.gather(tf.math.unsorted_segment_max(raw_last, word, n), word), raw_last)
+        piece_begin = tf.where(special_id >= 0, raw_begin - 1, raw_begin)
+        piece_last = tf.where(special_id >= 0, piece_last + 1, piece_last)
+        return (tf.boolean_mask(ids, keep), tf.gather(kept, splits), tf.boolean_mask(piece_begin, keep),
+                tf.boolean_mask(piece_last, keep), tf.boolean_mask(word_begin, keep), tf.boolean_mask(word_end, keep))
 
     def _special_words(self, text, offsets):
         """Per word: the special token id it is (or -1), and whether it is a bracket of one."""
@@ -569,6 +603,12 @@ def _row_ids(tf, splits, n):
     row_ends = splits[1:]
     ends_at = tf.math.unsorted_segment_sum(tf.ones_like(row_ends), row_ends, n + 1)[:n]
     return tf.cumsum(ends_at)
+
+
+def _utf8_length(tf, lead_byte):
+    """Bytes of the UTF-8 character whose first byte is ``lead_byte`` (int32)."""
+    return 1 + tf.cast(lead_byte >= 0xC0, tf.int32) + tf.cast(lead_byte >= 0xE0, tf.int32) \
+        + tf.cast(lead_byte >= 0xF0, tf.int32)
 
 
 def _string_vector(tf, texts, name: str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-TASKS = ("embed", "classify", "fill_mask", "token_classify")
+TASKS = ("embed", "classify", "fill_mask", "token_classify", "question_answering")
 
 # Tensors a checkpoint may carry that no tfbert model uses; they are ignored silently.
 IGNORED = re.compile(
@@ -85,7 +85,9 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
 
     ``embed`` is ``TFBertModel`` (with pooler), ``classify`` adds ``classifier.*``
     (one row per label), ``fill_mask`` is ``TFBertForMaskedLM`` (no pooler, MLM head),
-    ``token_classify`` is ``TFBertForTokenClassification`` (no pooler, ``classifier.*``).
+    ``token_classify`` is ``TFBertForTokenClassification`` (no pooler, ``classifier.*``),
+    ``question_answering`` is ``TFBertForQuestionAnswering`` (no pooler, ``qa_outputs.*``: start
+    and end logit per token).
 
     Example:
         >>> shapes = expected_tensors({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
@@ -126,6 +128,9 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
             "cls.predictions.transform.LayerNorm.bias": (h,),
             "cls.predictions.bias": (v,),
         })
+    elif task == "question_answering":
+        out["qa_outputs.weight"] = (2, h)
+        out["qa_outputs.bias"] = (2,)
     elif task != "token_classify":
         out["bert.pooler.dense.weight"] = (h, h)
         out["bert.pooler.dense.bias"] = (h,)
@@ -138,7 +143,8 @@ def expected_tensors(config: Mapping, task: str = "embed") -> dict[str, tuple[in
 
 def head_tensors(task: str) -> tuple[str, ...]:
     """Name prefixes of a task's head: absent from a base checkpoint, initialised fresh."""
-    return {"classify": ("classifier.",), "token_classify": ("classifier.",), "fill_mask": ("cls.",)}.get(task, ())
+    return {"classify": ("classifier.",), "token_classify": ("classifier.",), "fill_mask": ("cls.",),
+            "question_answering": ("qa_outputs.",)}.get(task, ())
 
 
 # The checkpoint architectures whose ``classifier.*`` is a task's head: sequence and token

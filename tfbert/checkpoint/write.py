@@ -20,7 +20,8 @@ from tfbert.checkpoint.pooling import CONFIG_FIELD
 # Tokenizer files copied from the source checkpoint when it has them.
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
 ARCHITECTURES = {"embed": "BertModel", "classify": "BertForSequenceClassification",
-                 "fill_mask": "BertForMaskedLM", "token_classify": "BertForTokenClassification"}
+                 "fill_mask": "BertForMaskedLM", "token_classify": "BertForTokenClassification",
+                 "question_answering": "BertForQuestionAnswering"}
 
 
 def state_dict(model) -> dict[str, np.ndarray]:

@@ -15,8 +15,9 @@ from tfbert.cli import common
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Checkpoint directory, TF1 checkpoint prefix, exported SavedModel "
                     "directory or .tflite file (default: the embedded all-MiniLM-L6-v2).")
-flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify"],
-                  "The model head you will load (token_classify: a tag per token, TFBertForTokenClassification).")
+flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify", "question_answering"],
+                  "The model head you will load (token_classify: a tag per token, TFBertForTokenClassification; "
+                  "question_answering: HF BertForQuestionAnswering, qa_outputs.*).")
 flags.DEFINE_integer("batch_size", 32, "Batch size you plan to run, for the memory check.", lower_bound=1)
 flags.DEFINE_integer("seq_length", None, "Sequence length you plan to run, for the config and memory checks "
                      "(default: the shorter of 128 and the model's limit).", lower_bound=1)

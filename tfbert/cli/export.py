@@ -18,15 +18,23 @@ flags.DEFINE_string("model", None, "Checkpoint directory (default: the embedded 
 flags.DEFINE_string("output_dir", "exported", "Where <name>/<version>/ goes.")
 flags.DEFINE_string("name", None, "Model name (default: from the checkpoint directory).")
 flags.DEFINE_integer("version", None, "SavedModel version (default: the next free integer).", lower_bound=1)
-flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify"],
+flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify", "question_answering"],
                   "What the exported model computes. token_classify: the SavedModel's serving_default(text) returns "
                   "word-level entities (entity_word, entity_label, entity_start/entity_end character offsets into the "
                   "text, entity_score, padded per batch; num_entities), its tokenized signature and the TFLite models "
-                  "per-token logits.")
+                  "per-token logits. question_answering: serving_default(question, context) -> "
+                  "answer, start, end (character offsets in the context), score, contexts longer than "
+                  "--max_seq_length split into windows overlapping by --doc_stride; tokenized -> start/end logits.")
 flags.DEFINE_enum("aggregation", "first", ["simple", "first", "max"], "token_classify: how tokens become entities, "
                   "as Hugging Face's token-classification pipeline: first (a word takes its first sub-token's tag, "
                   "the one fine-tuning trains), max (its most confident sub-token's), simple (no word fusing: a "
                   "sub-token can start or end an entity).")
+flags.DEFINE_integer("doc_stride", None, "question_answering: tokens shared by consecutive windows of a long "
+                     "context (default min(max_seq_length // 2, 128), as Hugging Face's pipeline).", lower_bound=0)
+flags.DEFINE_integer("max_answer_length", 15, "question_answering: longest answer, in tokens.", lower_bound=1)
+flags.DEFINE_float("null_score_threshold", 0.0, "question_answering: answer empty (no answer, SQuAD 2.0) when the "
+                   "null score p(start=[CLS]) * p(end=[CLS]) exceeds the best span's score by more than this; 0 is "
+                   "Hugging Face's handle_impossible_answer, 1 or more never answers empty.")
 flags.DEFINE_boolean("quantize", False, "Also write a TFLite model quantized with --quantization "
                      "(alone: int8).")
 flags.DEFINE_enum("quantization", "int8", ["int8", "dynamic", "fp16", "none"],
@@ -96,7 +104,10 @@ def main(argv: list[str]) -> int:
             pending = stack.enter_context(saved_model_export(
                 model, tokenizer, task=FLAGS.task, vocab_file=files.vocab, output_dir=FLAGS.output_dir, name=name,
                 max_seq_length=FLAGS.max_seq_length, top_k=FLAGS.top_k, aggregation=FLAGS.aggregation,
-                publication=publication, progress=_progress)) if FLAGS.saved_model else None
+                publication=publication, progress=_progress, question_answering={
+                    "doc_stride": FLAGS.doc_stride, "max_answer_length": FLAGS.max_answer_length,
+                    "null_threshold": FLAGS.null_score_threshold} if FLAGS.task == "question_answering" else None,
+            )) if FLAGS.saved_model else None
             if FLAGS.quantize:
                 lite = export_tflite(model, tokenizer, task=FLAGS.task, quantization=FLAGS.quantization,
                                      output_dir=FLAGS.output_dir, name=name, max_seq_length=FLAGS.max_seq_length,

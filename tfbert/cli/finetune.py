@@ -1,4 +1,6 @@
-"""``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier, or a tagger (token_classify).
+"""``python -m tfbert.finetune``: fine-tune a BERT checkpoint as a text classifier, a tagger
+(``--task=token_classify``), or for extractive question answering (``--task=question_answering``:
+SQuAD-style JSONL, scored with exact match and F1).
 
 Writes a tfbert checkpoint directory (config.json with the label names and the pooling,
 model.safetensors, vocab, eval report, confusion matrix, SHA256SUMS) that load, doctor, export and
@@ -17,11 +19,16 @@ from tfbert.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Base checkpoint directory (default: the embedded all-MiniLM-L6-v2).")
-flags.DEFINE_enum("task", "classify", ["classify", "token_classify"], "classify: a label per text. token_classify: "
+flags.DEFINE_enum("task", "classify", ["classify", "token_classify", "question_answering"],
+                  "classify: a label per text. token_classify: "
                   "a tag per word (NER and other taggers; --train/--eval are CoNLL-style columns 'word ... tag' with a "
                   "blank line between sentences, or .jsonl {\"text\", \"spans\": [{\"start\", \"end\", \"label\"}]} "
                   "with character offsets, made IOB2 tags; a word's first sub-token carries its tag; the eval report "
-                  "has entity precision/recall/F1 with seqeval's rules and token accuracy).")
+                  "has entity precision/recall/F1 with seqeval's rules and token accuracy). question_answering: "
+                  "SQuAD-style JSONL {question, context, answers: {text: [...], "
+                  "answer_start: [...]}} (empty lists: unanswerable) -> a BertForQuestionAnswering checkpoint, "
+                  "long contexts split into windows of --max_length tokens overlapping by --doc_stride; the eval "
+                  "report gives SQuAD exact match and F1.")
 flags.DEFINE_string("train", None, "Training data: .csv/.tsv (header row) or .jsonl with a text and a label field "
                     "(--task=token_classify: see --task).")
 flags.DEFINE_string("eval", None, "Eval data, same format (early stopping and the final report).")
@@ -37,6 +44,8 @@ flags.DEFINE_enum("pooling", None, ["mean", "cls", "max", "pooler"], "What the c
 flags.DEFINE_integer("epochs", 3, "Most epochs to run.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Texts per training step.", lower_bound=1)
 flags.DEFINE_integer("max_length", 128, "Truncation length in tokens.", lower_bound=3)
+flags.DEFINE_integer("doc_stride", None, "question_answering: tokens shared by consecutive windows of a long "
+                     "context (default min(max_length // 2, 128), as Hugging Face's pipeline).", lower_bound=0)
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (AdamW). Default: 3e-3 when only the head trains "
                    "(--freeze=all_but_head or embeddings,encoder), 5e-5 when any encoder layer or the embeddings "
                    "train (2e-4 for --task=token_classify).", lower_bound=0)
@@ -69,6 +78,8 @@ def main(argv: list[str]) -> int:
     common.quiet_tensorflow()
     if FLAGS.task == "token_classify":
         return _token_classify()
+    if FLAGS.task == "question_answering":
+        return _question_answering()
     from tfbert.finetune import finetune
 
     try:
@@ -84,6 +95,22 @@ def main(argv: list[str]) -> int:
         _print_result(e.result)
         raise
     _print_result(result)
+    return 0
+
+
+def _question_answering() -> int:
+    from tfbert.finetune.question_answering import finetune_question_answering
+
+    result = finetune_question_answering(
+        FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio,
+        early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+        progress=_progress)
+    print(result.evaluation.report().to_table())
+    print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
+          f"best epoch {result.train.best_epoch} of {result.train.epochs_run}")
+    print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
     return 0
 
 

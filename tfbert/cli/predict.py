@@ -22,12 +22,21 @@ flags.DEFINE_string("model", None, "Checkpoint directory, exported SavedModel ve
                     "(default: the embedded all-MiniLM-L6-v2).")
 flags.DEFINE_string("input", None, "Input texts: .txt (one per line), .jsonl, .csv/.tsv or .tfrecord.")
 flags.DEFINE_string("output", None, "Output file: .npy (arrays) or .jsonl (one object per input).")
-flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify"], "What to compute. "
+flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify", "question_answering"],
+                  "What to compute. "
                   "token_classify: the entities of each text (JSONL: word, start, end — character offsets into the "
                   "text —, label, score) from an exported SavedModel (grouped in the graph as exported) or .tflite "
-                  "(grouped here with --aggregation); a text longer than --max_length tokens is truncated.")
+                  "(grouped here with --aggregation); a text longer than --max_length tokens is truncated. "
+                  "question_answering: --input is JSONL {question, context}, --output JSONL {answer, start, end, "
+                  "score} (character offsets in the context), from an exported SavedModel or .tflite.")
 flags.DEFINE_enum("aggregation", None, ["simple", "first", "max"], "token_classify: how tokens become entities "
                   "(Hugging Face's pipeline strategies; default: the SavedModel's, first for a .tflite).")
+flags.DEFINE_integer("doc_stride", None, "question_answering with a .tflite: tokens shared by consecutive windows "
+                     "of --max_length (default min(max_length // 2, 128)).", lower_bound=0)
+flags.DEFINE_integer("max_answer_length", 15, "question_answering with a .tflite: longest answer, in tokens.",
+                     lower_bound=1)
+flags.DEFINE_float("null_score_threshold", 0.0, "question_answering with a .tflite: empty answer when the null "
+                   "score exceeds the best span's by more than this (a SavedModel uses the one chosen at export).")
 flags.DEFINE_enum("backend", "auto", ["auto", "keras-eager", "keras-graph", "keras-xla", "savedmodel", "tflite"],
                   "How to run the model (auto: from the --model path).")
 flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1)
@@ -59,6 +68,8 @@ def main(argv: list[str]) -> int:
         return _run_on_beam()
     if not os.path.isfile(FLAGS.input):
         raise BadInputError("no such input file", where=FLAGS.input, fix="pass --input=FILE naming an existing file")
+    if FLAGS.task == "question_answering":
+        return _question_answering()
     from tfbert.predict.output import RowWriter
 
     with RowWriter(FLAGS.output, FLAGS.task, max_length=FLAGS.max_length) as writer:  # checks --output first
@@ -90,6 +101,29 @@ def main(argv: list[str]) -> int:
         writer.commit()
     skipped = f", skipped {len(stats.bad_lines)} bad lines" if stats.bad_lines else ""
     _stderr(f"wrote {stats.texts} rows to {FLAGS.output} ({predictor.backend}){skipped}")
+    return 0
+
+
+def _question_answering() -> int:
+    from tfbert.predict import question_answering as qa_predict
+
+    questions, contexts = qa_predict.read_questions(FLAGS.input)
+    if not FLAGS.model or not (FLAGS.model.endswith(".tflite") or os.path.isdir(FLAGS.model)):
+        from tfbert.errors import BadInputError
+
+        raise BadInputError("question_answering predicts with an exported model", where=f"--model={FLAGS.model}",
+                            expected="a SavedModel version directory or a .tflite",
+                            fix="export one: python -m tfbert.export --task=question_answering")
+    common.quiet_tensorflow()
+    if FLAGS.model.endswith(".tflite"):
+        answers = qa_predict.answer_with_tflite(
+            FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
+            max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,
+            batch_size=FLAGS.batch_size, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab)
+    else:
+        answers = qa_predict.answer_with_saved_model(FLAGS.model, questions, contexts, batch_size=FLAGS.batch_size)
+    qa_predict.write_answers(FLAGS.output, answers)
+    _stderr(f"wrote {len(answers)} answers to {FLAGS.output}")
     return 0
 
 

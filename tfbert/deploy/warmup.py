@@ -89,10 +89,11 @@ def tensor_from_proto(proto) -> np.ndarray:
     return np.array(values, dtype=dtype).reshape(shape)
 
 
-def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> str:
+def write_warmup_requests(directory: str, model_name: str, texts: list[str] | dict[str, list[str]]) -> str:
     """Write ``directory``'s warmup file: one ``serving_default`` request per batch size 1, 2, 4, ...
     up to ``len(texts)``, so the first real requests of each common size do not pay for graph
-    warm-up. Runs where TensorFlow is imported (the export).
+    warm-up. Runs where TensorFlow is imported (the export). ``texts`` is the ``text`` input, or
+    a dict of string inputs by name (a question-answering model's ``question`` and ``context``).
 
     Returns:
         The file's path.
@@ -103,8 +104,10 @@ def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> 
     protos = import_protos()
     path = os.path.join(directory, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    columns = texts if isinstance(texts, dict) else {"text": texts}
+    count = len(next(iter(columns.values())))
     sizes = [1]
-    while sizes[-1] * 2 <= len(texts):
+    while sizes[-1] * 2 <= count:
         sizes.append(sizes[-1] * 2)
     with tf.io.TFRecordWriter(path) as writer:
         for size in sizes:
@@ -112,7 +115,8 @@ def write_warmup_requests(directory: str, model_name: str, texts: list[str]) -> 
             request = log.predict_log.request
             request.model_spec.name = model_name
             request.model_spec.signature_name = DEFAULT_SIGNATURE
-            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts[:size], dtype=tf.string))
+            for name, values in columns.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(values[:size], dtype=tf.string))
             writer.write(log.SerializeToString())
     return path
 

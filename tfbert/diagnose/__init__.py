@@ -82,7 +82,7 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
     Args:
         model: checkpoint directory, TF1 checkpoint prefix, an exported SavedModel directory or
             .tflite file, or None for the embedded MiniLM.
-        task: ``embed``, ``classify`` or ``fill_mask``.
+        task: ``embed``, ``classify``, ``fill_mask`` or ``question_answering``.
         batch_size, seq_length, dtype, training, trainable_layers: the run the memory check is for
             (seq_length None: the shorter of 128 and the model's limit, not checked against it).
         scan_values: read every tensor once to find NaN/Inf and implausible magnitudes.

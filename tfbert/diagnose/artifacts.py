@@ -102,7 +102,9 @@ def check_artifact(path: str) -> list[Finding]:
                 outputs = runner({"text": ["a short sentence"]})
             else:
                 ids = np.array([[2, 5, 6, 3]], np.int32)
-                outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+                # token types too: a question-answering model takes them (other models ignore them)
+                outputs = runner({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                  "token_type_ids": np.zeros_like(ids)})
         except (ValueError, RuntimeError) as e:
             return [*findings, _error("files", CorruptCheckpointError(
                 f"LiteRT cannot run it ({str(e).splitlines()[0]})", where=path, fix="export again"))]

@@ -65,7 +65,9 @@ def check_shapes(source: WeightSource, config: dict, task: str, require_head: bo
     fresh = [n for n in expected if n not in actual and n.startswith(heads)]
     unexpected = [n for n in actual if n not in expected and not IGNORED.match(n)
                   and not (task not in ("classify", "token_classify") and n.startswith("classifier."))
-                  and not (task in ("fill_mask", "token_classify") and n.startswith("bert.pooler."))]
+                  and not (task != "question_answering" and n.startswith("qa_outputs."))
+                  and not (task in ("fill_mask", "token_classify", "question_answering")
+                           and n.startswith("bert.pooler."))]
     findings = []
     if mismatched:
         fields = {}
@@ -103,7 +105,7 @@ def check_shapes(source: WeightSource, config: dict, task: str, require_head: bo
             head += f"; its classifier is a {foreign} head"
         if require_head:
             fix = ("use a checkpoint saved with a masked-LM head (BertForMaskedLM or BertForPreTraining)"
-                   if task == "fill_mask" else f"fine-tune a classifier first: python -m tfbert.finetune --task={task}")
+                   if task == "fill_mask" else f"fine-tune one first: python -m tfbert.finetune --task={task}")
             err = CheckpointNotFoundError(
                 f"the checkpoint has no {task} head ({head}); its outputs would be noise",
                 where=source.files.root, fix=fix)

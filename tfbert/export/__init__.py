@@ -104,7 +104,8 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
                        version: int | None = None, overwrite: bool = False, max_seq_length: int = 128,
                        top_k: int = 5, texts: list[str] | None = None, aggregation: str | None = None,
                        publication: layout.VersionPublication | None = None,
-                       progress: Progress = lambda message: None) -> Iterator[PendingSavedModel]:
+                       progress: Progress = lambda message: None,
+                       question_answering: dict | None = None) -> Iterator[PendingSavedModel]:
     """Write a TF Serving SavedModel version and verify it in a fresh process while the caller goes on.
 
     Yields a :class:`PendingSavedModel` as soon as the files are written and the verifying
@@ -116,6 +117,8 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
     version is that one's and is published when the caller's block ends, with the others.
 
     Args: as :func:`export_saved_model`, and ``publication``.
+        question_answering: keyword arguments of the question-answering serving module (doc_stride,
+            max_answer_length, null_threshold; :func:`tfbert.export.savedmodel.build_question_answering_module`).
 
     Example:
         >>> with layout.reserve("exported", ["minilm", "minilm-tflite"]) as publication:
@@ -136,16 +139,18 @@ def saved_model_export(model, tokenizer, *, task: str, vocab_file: str, output_d
         progress(f"tracing the serving signatures ({task}) and checking them against the Keras model on "
                  f"{len(held_out)} held-out texts")
         module = savedmodel.build_serving_module(model, tokenizer, task, max_seq_length=max_seq_length, top_k=top_k,
-                                                 aggregation=aggregation)
-        inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length)
+                                                 aggregation=aggregation, question_answering=question_answering)
+        inputs = savedmodel.signature_inputs(tokenizer, held_out, max_seq_length, task)
         expected = savedmodel.run_signatures(module, inputs)
         _check_against_keras(model, task, top_k, inputs[savedmodel.TOKENIZED], expected[savedmodel.TOKENIZED],
                              where=target)
         labels = label_names(model.config.to_dict()) if task in ("classify", "token_classify") else None
         tmp = publication.staging(subdir)
         progress(f"writing the SavedModel for {target}")
-        savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels, aggregation=module.aggregation)
-        write_warmup_requests(tmp, name, held_out[:8])
+        savedmodel.write_saved_model(module, tmp, vocab_file=vocab_file, labels=labels,
+                                     aggregation=getattr(module, "aggregation", None))
+        write_warmup_requests(tmp, name, held_out[:8] if task != "question_answering"
+                              else {k: list(v[:8]) for k, v in inputs[savedmodel.SERVING_DEFAULT].items()})
         progress("verifying: loading the SavedModel in a fresh process with TF Serving's C++ loader "
                  "(in the background)")
         run = verify.FreshProcessRun(tmp, inputs, module)
@@ -288,9 +293,21 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
         # Length-sorted windows, like predict's bucketing, padded to each batch's longest.
         out = []
         for i in range(0, len(texts), size):
+            if task == "question_answering":  # question/context pairs, as the model will see them
+                questions, contexts = savedmodel.question_context_pairs(texts[i:i + size])
+                ids = tokenizer.tokenize_numpy(questions, max_seq_length, contexts)
+                # Padded to max_seq_length: logits are per token, so every batch needs the same width.
+                out.append({k: np.pad(ids[k], [(0, 0), (0, max_seq_length - ids[k].shape[1])],
+                                      constant_values=tokenizer.pad_id if k == "input_ids" else 0)
+                            for k in ("input_ids", "attention_mask", "token_type_ids")})
+                continue
             ids = tokenizer.tokenize_numpy(texts[i:i + size], max_seq_length)
             out.append({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})
         return out
+
+    if task == "question_answering" and (text_input or mediapipe):
+        text_input = mediapipe = False
+        progress("question_answering: the .tflite takes token ids only (no raw-text or MediaPipe model)")
 
     graph = EncoderGraph(model_weights(model), model.config.to_dict(), task)
     key = verify.MAIN_OUTPUT[task]

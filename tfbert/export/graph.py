@@ -29,7 +29,7 @@ from tfbert.keras_bert import ACTIVATIONS, HF_MASK_BIAS
 from tfbert.keras_bert import activation as bert_activation
 from tfbert.tf import import_tensorflow
 
-TASKS = ("embed", "classify", "fill_mask", "token_classify")
+TASKS = ("embed", "classify", "fill_mask", "token_classify", "question_answering")
 LITE_MASK_BIAS = -30.0
 
 
@@ -63,6 +63,8 @@ class EncoderGraph:
         fill_mask: ``top_k_ids``, ``top_k_probabilities`` [batch, seq, top_k].
         token_classify: ``logits`` [batch, seq, labels]; serving adds ``probabilities`` and
             ``label_ids`` [batch, seq].
+        question_answering: ``start_logits``, ``end_logits`` [batch, seq]; its TFLite entry point
+            also takes ``token_type_ids`` (question 0, context 1).
 
     Raises:
         BadInputError: a task, activation or position-embedding type the graph does not build.
@@ -71,7 +73,8 @@ class EncoderGraph:
     def __init__(self, weights: dict[str, np.ndarray], config: dict, task: str, smooth: dict | None = None,
                  *, serving: bool = False, top_k: int = 5):
         if task not in TASKS or (task == "fill_mask" and not serving):
-            raise BadInputError("TFLite export supports the embed, classify and token_classify tasks", where="--task",
+            raise BadInputError("TFLite export supports the embed, classify, token_classify and question_answering "
+                                "tasks", where="--task",
                                 actual=task, fix="export fill_mask as a SavedModel (pass --noquantize)")
         act = config.get("hidden_act", "gelu")
         if act not in ACTIVATIONS:
@@ -268,6 +271,10 @@ class EncoderGraph:
                     out = {"logits": logits, "probabilities": tf.nn.softmax(logits, -1)}
                     if serving:
                         out["label_ids"] = tf.argmax(logits, -1, output_type=tf.int32)
+                elif task == "question_answering":
+                    logits = tf.reshape(tf.matmul(x, const(w["qa_outputs.weight"].T)) + const(w["qa_outputs.bias"]),
+                                        [batch, seq, 2])
+                    out = {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
                 else:  # fill_mask: Hugging Face's MLM head, decoder tied to the word embeddings
                     h = activation(tf.matmul(x, const(w["cls.predictions.transform.dense.weight"].T))
                                    + const(w["cls.predictions.transform.dense.bias"]))
@@ -299,8 +306,17 @@ class EncoderGraph:
             def __call__(self, ids, mask, segment_ids):
                 return {output: self.forward(ids, mask, segment_ids)[output]}
 
+        class PairGraph(Graph):
+            @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32, name=name)
+                                                           for name in ("input_ids", "attention_mask",
+                                                                        "token_type_ids")])
+            def __call__(self, input_ids, attention_mask, token_type_ids):
+                return self.forward(input_ids, attention_mask, token_type_ids)
+
         if fixed_length is not None:
             return FixedGraph()
+        if task == "question_answering" and tokenizer is None:
+            return PairGraph()
         return TokenGraph() if tokenizer is None else TextGraph()
 
 

@@ -24,7 +24,7 @@ TOKENIZED = "tokenized"
 
 
 def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 128, top_k: int = 5,
-                         aggregation: str | None = None):
+                         aggregation: str | None = None, question_answering: dict | None = None):
     """A ``tf.Module`` whose two tf.functions are the SavedModel's signatures, traced.
 
     ``serving_default`` takes ``text`` (string [batch]) and tokenizes in the graph;
@@ -37,8 +37,14 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
     returns per-token ``logits``, ``probabilities`` and ``label_ids``, and ``serving_default``
     the entities (:func:`tfbert.tasks.token_classification.entity_graph`, grouped with
     ``aggregation``, default ``first``) with their character offsets into each text.
+
+    ``question_answering`` is different: see :func:`build_question_answering_module` (its
+    ``question_answering`` dict holds that function's keyword arguments).
     """
     tf = import_tensorflow()
+    if task == "question_answering":
+        return build_question_answering_module(model, tokenizer, max_seq_length=max_seq_length,
+                                               **(question_answering or {}))
     encoder = EncoderGraph(model_weights(model), model.config.to_dict(), task, serving=True, top_k=top_k).module()
     names = label_names(model.config.to_dict()) if task in ("classify", "token_classify") else None
     tables = TagTables.for_tokenizer(names, tokenizer) if task == "token_classify" else None
@@ -80,11 +86,82 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
     return module
 
 
-def signature_inputs(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, dict[str, np.ndarray]]:
-    """Inputs for every signature from the same texts (ids from tfbert's own tokenizer)."""
-    ids = tokenizer.tokenize_numpy(texts, max_seq_length)
+def build_question_answering_module(model, tokenizer, *, max_seq_length: int = 384, doc_stride: int | None = None,
+                                    max_answer_length: int = 15, null_threshold: float | None = 0.0):
+    """The serving module of an extractive question-answering model.
+
+    ``serving_default`` takes ``question`` and ``context`` (string [batch]), splits each context
+    into windows of ``max_seq_length`` tokens overlapping by ``doc_stride``, runs the encoder on
+    every window and returns the best answer across them (:mod:`tfbert.tasks.question_answering`):
+    ``answer`` (string), ``start`` / ``end`` (int32 characters of the context) and ``score``
+    (float32); the answer is empty when the null score beats the best span's by more than
+    ``null_threshold`` (None: never). ``tokenized`` takes ``input_ids``, ``attention_mask``,
+    ``token_type_ids`` and returns ``start_logits`` and ``end_logits``.
+    """
+    from tfbert.tasks import question_answering as qa
+
+    tf = import_tensorflow()
+    encoder = EncoderGraph(model_weights(model), model.config.to_dict(), "question_answering", serving=True).module()
+    doc_stride = qa.default_doc_stride(max_seq_length) if doc_stride is None else doc_stride
+    qa.check_window(max_seq_length, doc_stride)
+
+    class ServingModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="tfbert_serving")
+            self.tokenizer = tokenizer
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="question"),
+                                                       tf.TensorSpec([None], tf.string, name="context")])
+        def serve_text(self, question, context):
+            windows = qa.graph_windows(self.tokenizer, question, context, max_seq_length=max_seq_length,
+                                       doc_stride=doc_stride)
+            logits = self.serve_tokenized(windows["input_ids"], windows["attention_mask"], windows["token_type_ids"])
+            return qa.graph_answers(logits["start_logits"], logits["end_logits"], windows, context,
+                                    max_answer_length=max_answer_length, null_threshold=null_threshold)
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+                                                       tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+                                                       tf.TensorSpec([None, None], tf.int32, name="token_type_ids")])
+        def serve_tokenized(self, input_ids, attention_mask, token_type_ids):
+            return encoder.forward(input_ids, attention_mask, token_type_ids)
+
+    module = ServingModule()
+    module.serve_text.get_concrete_function()
+    module.encoder_weights = list(encoder.weights)
+    return module
+
+
+def question_context_pairs(texts: list[str]) -> tuple[list[str], list[str]]:
+    """Questions and contexts to verify a question-answering export with, from plain sentences.
+
+    Each sentence asks about the next ones; one context joins every sentence (many windows), one is empty.
+
+    Example:
+        >>> question_context_pairs(["a", "b", "c"])
+        (['a', 'b', 'c', 'a', 'b'], ['b c', 'c a', 'a b', 'a b c', ''])
+    """
+    n = len(texts)
+    questions = [*texts, texts[0], texts[1 % n]]
+    contexts = [f"{texts[(i + 1) % n]} {texts[(i + 2) % n]}" for i in range(n)] + [" ".join(texts), ""]
+    return questions, contexts
+
+
+def signature_inputs(tokenizer, texts: list[str], max_seq_length: int, task: str = "embed"
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs for every signature from the same texts (ids from tfbert's own tokenizer).
+
+    For ``question_answering`` the texts become question/context pairs (:func:`question_context_pairs`).
+    """
+    encode = lambda values: np.array([t.encode("utf-8") for t in values], dtype=object)  # noqa: E731
+    if task == "question_answering":
+        questions, contexts = question_context_pairs(texts)
+        ids = tokenizer.tokenize_numpy(questions, max_seq_length, contexts)
+        text_inputs = {"question": encode(questions), "context": encode(contexts)}
+    else:
+        ids = tokenizer.tokenize_numpy(texts, max_seq_length)
+        text_inputs = {"text": encode(texts)}
     return {
-        SERVING_DEFAULT: {"text": np.array([t.encode("utf-8") for t in texts], dtype=object)},
+        SERVING_DEFAULT: text_inputs,
         TOKENIZED: {k: ids[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")},
     }
 

@@ -82,8 +82,7 @@ class GraphRunner:
         self.module = module
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids, mask = (np.asarray(inputs[k], dtype=np.int32) for k in ("input_ids", "attention_mask"))
-        return {k: v.numpy() for k, v in self.module(ids, mask).items()}
+        return {k: v.numpy() for k, v in call_module(self.module, inputs).items()}
 
 
 def main_rows(output: np.ndarray, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -117,8 +116,14 @@ def matmul_inputs(graph: EncoderGraph, batches: list[dict[str, np.ndarray]]) -> 
     per batch, from the graph itself run unsmoothed in collect mode."""
     probe = graph.collector()
     keys = {f"{kind}{i}" for kind in MATMULS for i in range(graph.layers)}
-    return [{k: v.numpy() for k, v in probe(b["input_ids"], b["attention_mask"]).items() if k in keys}
-            for b in batches]
+    return [{k: v.numpy() for k, v in call_module(probe, b).items() if k in keys} for b in batches]
+
+
+def call_module(module, inputs: dict[str, np.ndarray]) -> dict:
+    """A token-input :meth:`EncoderGraph.module` on ``inputs``: ids and mask, and token types where it
+    takes them (question answering)."""
+    names = [spec.name for spec in module.__call__.input_signature]
+    return module(*(np.asarray(inputs[name], dtype=np.int32) for name in names))
 
 
 def matmul_errors(graph: EncoderGraph, batch: dict[str, np.ndarray]) -> list[dict[str, float]]:

@@ -20,7 +20,7 @@ from tfbert.export import savedmodel
 
 # Outputs compared for fidelity, per task: the main output and how to score it.
 MAIN_OUTPUT = {"embed": "sentence_embedding", "classify": "probabilities", "fill_mask": "top_k_probabilities",
-               "token_classify": "logits"}
+               "token_classify": "logits", "question_answering": "start_logits"}
 
 
 def compare_outputs(expected: dict[str, dict[str, np.ndarray]], actual: dict[str, dict[str, np.ndarray]],
