@@ -29,9 +29,7 @@ def embed_ckpt(tmp_path_factory):
 
 def hf_embeddings(reference, directory, texts, max_length=32):
     """Golden values: Hugging Face's tokenizer and model, one text at a time, mean pooled in numpy."""
-    from transformers import BertTokenizerFast
-
-    hf_tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
     rows = []
     for text in texts:
         batch = hf_tok([text], truncation=True, max_length=max_length, return_tensors="np")
@@ -103,8 +101,6 @@ def test_every_backend_matches_hugging_face_batched_and_one_at_a_time(tiny_model
 
 
 def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
-    from transformers import BertTokenizerFast
-
     from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.export.tflite import convert
     from tfbert.predict import Predictor
@@ -116,7 +112,7 @@ def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
     predictor = Predictor(str(lite), task="classify", batch_size=4, max_length=32, vocab_path=files.vocab)
     out = predictor.predict(TEXTS)
 
-    hf_tok = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(files.vocab, do_lower_case=True)
     logits = reference(**hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np"),
                        training=False).logits.numpy()
     expected = np.exp(logits - logits.max(-1, keepdims=True))
@@ -128,8 +124,6 @@ def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
 
 
 def test_savedmodel_backend_matches_hugging_face(tmp_path):
-    from transformers import BertTokenizerFast
-
     from tfbert.export import export_saved_model
     from tfbert.predict import Predictor
 
@@ -141,7 +135,7 @@ def test_savedmodel_backend_matches_hugging_face(tmp_path):
     assert predictor.backend == "savedmodel"
     out = predictor.predict(TEXTS)
 
-    hf_tok = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(files.vocab, do_lower_case=True)
     batch = hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np")
     logits = reference(**batch, training=False).logits.numpy()
     expected = np.exp(logits - logits.max(-1, keepdims=True))
@@ -606,14 +600,13 @@ def test_without_tensorflow_what_needs_it_fails_in_one_line(tiny_models, tmp_pat
 
 def test_tflite_predict_names_a_disagreeing_tokenizer_json_once_and_tokenizes_with_vocab_txt(tiny_classifier,
                                                                                             tmp_path):
-    from transformers import BertTokenizerFast
 
     model, files = tiny_classifier
     side = tmp_path / "side"
     side.mkdir()
     for path in (files.vocab, files.tokenizer_config, files.config):
         shutil.copy(path, side)
-    data = json.loads(BertTokenizerFast(vocab_file=files.vocab).backend_tokenizer.to_str())
+    data = json.loads(tiny.hf_tokenizer(files.vocab).backend_tokenizer.to_str())
     vocab = data["model"]["vocab"]
     vocab["cat"], vocab["dog"] = vocab["dog"], vocab["cat"]
     (side / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
