@@ -346,10 +346,10 @@ def test_predictor_streams_a_long_input_in_order(embed_ckpt, tmp_path):
 @pytest.fixture(scope="module")
 def minilm_golden(minilm_path):
     """Golden values on the real checkpoint: Hugging Face's TFBertModel, mean pooled in numpy."""
-    from transformers import BertTokenizerFast, TFBertModel
+    from transformers import BertTokenizerFast
 
     hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     rows = []
     for text in TEXTS:
         batch = hf_tok([text], truncation=True, max_length=128, return_tensors="np")
@@ -383,14 +383,14 @@ def test_every_backend_matches_hugging_face_on_minilm(minilm_models, minilm_gold
 def test_tflite_fp32_matches_hugging_face_on_every_batch_of_real_text(minilm_path, minilm_models):
     # Hundreds of real sentences, length-sorted: consecutive batches share a shape, which is
     # where a repeated invoke under XNNPACK gave wrong fp32 results (see tfbert/litert.py).
-    from transformers import BertTokenizerFast, TFBertModel
+    from transformers import BertTokenizerFast
 
     from tfbert.predict import Predictor
     from tfbert.predict.measure import sample_texts
 
     texts = sample_texts(512)
     hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     golden = []
     for start in range(0, len(texts), 64):
         batch = hf_tok(texts[start:start + 64], padding="longest", truncation=True, max_length=128,
@@ -409,12 +409,10 @@ def test_litert_fp32_minilm_is_right_on_every_invoke_at_an_unchanged_shape(minil
     # held freed memory; tfbert.litert.LiteRTRunner re-plans for every batch. The failure
     # depends on the heap layout, so fresh interpreters are tried several times; without the
     # fix this caught it in some runs, not all.
-    from transformers import TFBertModel
-
     from tfbert.litert import LiteRTRunner
 
     rng = np.random.default_rng(0)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     batches = []
     for shape in [(32, 10), (32, 11), (32, 12), (32, 12), (32, 12), (32, 14), (32, 12)]:
         ids = rng.integers(1000, 20000, shape).astype(np.int32)

@@ -71,6 +71,23 @@ def hf_tokenizer(vocab_path: str, **settings):
     return BertTokenizerFast(vocab_path, **settings)
 
 
+def hf_tf_model(directory: str, class_name: str = "TFBertModel"):
+    """Hugging Face's TF model holding the weights of the PyTorch-layout ``model.safetensors`` in
+    ``directory``, each mapped by Hugging Face's own converter.
+
+    It is what ``from_pretrained`` does, but from transformers 4.55 ``from_pretrained`` hands that
+    converter an open safetensors file it cannot iterate (``TypeError: 'builtins.safe_open' object
+    is not iterable``), so the file is read into a dict first.
+    """
+    import transformers
+    from safetensors.numpy import load_file
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = getattr(transformers, class_name)(transformers.BertConfig.from_pretrained(directory))
+    load_pytorch_state_dict_in_tf2_model(model, load_file(os.path.join(directory, "model.safetensors")))
+    return model
+
+
 def reference_model(task: str = "embed", config: dict | None = None, seed: int = 0):
     """A Hugging Face TF model with random weights (the independent reference).
 
