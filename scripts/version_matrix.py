@@ -253,6 +253,7 @@ def to_markdown(rows: list[Row], machine: str, summary: str = "") -> str:
              + ") and the default `python -m tfbert.export --quantize` run.", "",
              "Made by `python scripts/version_matrix.py --cells <ids> --out docs/version_matrix` (`--list` shows",
              "the 21 cells); rows of cells not run keep their last result, each with its machine and source commit.",
+             "`--render` rewrites this page from `version_matrix.json`; the summary between its markers is kept.",
              "", *([summary, ""] if summary else []),
              f"Last run {datetime.date.today()} on {machine}.", "",
              "| cell | installed | install | tests | export --quantize | int8 MiB | int8 cosine | int8 speed vs fp32 "
