@@ -110,6 +110,17 @@ def last_line(output: str, pattern: str = r"\S") -> str:
     return lines[-1][:300] if lines else ""
 
 
+def pip_conflict(output: str) -> str:
+    """pip's "The conflict is caused by:" lines, joined (what held pin refused what), or ""."""
+    _, found, rest = output.partition("The conflict is caused by:")
+    lines = []
+    for line in rest.splitlines()[1:] if found else []:
+        if not line.startswith((" ", "\t")) or not line.strip():
+            break
+        lines.append(line.strip())
+    return "; ".join(lines)
+
+
 def source_label(source: str) -> str:
     """The source tree's commit (with ``+dirty`` for uncommitted changes), else its path."""
     try:
@@ -165,7 +176,7 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
     row.changed_by_tfbert = {name: f"{before[name]} -> {after.get(name, 'removed')}" for name in before
                              if before[name] != after.get(name) and name != "tfbert"}
     if code:
-        row.install = f"tfbert did not install: {last_line(output, 'ERROR')}"
+        row.install = f"tfbert did not install: {pip_conflict(output) or last_line(output, 'ERROR')}"
         return _done(row, started)
     # The tests' own tools (not tfbert's test extra: its reference transformers<4.55 would move the stack).
     code, output = run([*pip, "pytest", "psutil"], log_path)

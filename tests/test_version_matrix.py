@@ -29,3 +29,20 @@ def test_render_rewrites_the_table_from_the_json_and_keeps_the_summary(tmp_path)
             "| 0.9990 | 3.86x | abc1234 |") in text
     # The table comes after the summary, so the findings are read first.
     assert text.index(summary) < text.index("| cell |")
+
+
+def test_a_refused_install_names_the_held_pin_and_what_tfbert_needs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("version_matrix", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    # pip 23's output on the tf2.16-hf4.57-np1 cell.
+    output = ("INFO: pip is looking at multiple versions of tfbert to determine which version is compatible\n"
+              "ERROR: Cannot install tfbert==0.1.0 because these package versions have conflicting dependencies.\n\n"
+              "The conflict is caused by:\n    tfbert 0.1.0 depends on tensorflow<2.22 and >=2.18\n"
+              "    The user requested (constraint) tensorflow==2.16.*\n\nTo fix this you could try to:\n")
+    assert module.pip_conflict(output) == ("tfbert 0.1.0 depends on tensorflow<2.22 and >=2.18; "
+                                           "The user requested (constraint) tensorflow==2.16.*")
+    assert module.pip_conflict("ERROR: No matching distribution found for tensorflow==2.99.*") == ""
