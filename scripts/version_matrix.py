@@ -110,6 +110,17 @@ def last_line(output: str, pattern: str = r"\S") -> str:
     return lines[-1][:300] if lines else ""
 
 
+def pip_conflict(output: str) -> str:
+    """pip's "The conflict is caused by:" lines, joined (what held pin refused what), or ""."""
+    _, found, rest = output.partition("The conflict is caused by:")
+    lines = []
+    for line in rest.splitlines()[1:] if found else []:
+        if not line.startswith((" ", "\t")) or not line.strip():
+            break
+        lines.append(line.strip())
+    return "; ".join(lines)
+
+
 def source_label(source: str) -> str:
     """The source tree's commit (with ``+dirty`` for uncommitted changes), else its path."""
     try:
@@ -165,7 +176,7 @@ def run_cell(cell: Cell, work_dir: str, source: str, reuse: bool) -> Row:
     row.changed_by_tfbert = {name: f"{before[name]} -> {after.get(name, 'removed')}" for name in before
                              if before[name] != after.get(name) and name != "tfbert"}
     if code:
-        row.install = f"tfbert did not install: {last_line(output, 'ERROR')}"
+        row.install = f"tfbert did not install: {pip_conflict(output) or last_line(output, 'ERROR')}"
         return _done(row, started)
     # The tests' own tools (not tfbert's test extra: its reference transformers<4.55 would move the stack).
     code, output = run([*pip, "pytest", "psutil"], log_path)
@@ -229,7 +240,22 @@ def _done(row: Row, started: float) -> Row:
     return row
 
 
-def to_markdown(rows: list[Row], machine: str) -> str:
+# Hand-written findings in <out>.md between these markers survive every rewrite of the table.
+SUMMARY_START, SUMMARY_END = "<!-- summary (kept by scripts/version_matrix.py) -->", "<!-- /summary -->"
+
+
+def read_summary(markdown_path: str) -> str:
+    """The summary block (markers included) of an earlier ``<out>.md``, or "" when it has none."""
+    try:
+        with open(markdown_path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
+    return text[start:end + len(SUMMARY_END)] if 0 <= start < end else ""
+
+
+def to_markdown(rows: list[Row], machine: str, summary: str = "") -> str:
     lines = ["# Supported versions", "",
              "Each row is a fresh venv holding one stack: TensorFlow with the same minor of tf-keras and",
              "tensorflow-text, a transformers line (4.44 and 4.57: Hugging Face's TFBertModel; 5: no TF classes,",
@@ -238,7 +264,8 @@ def to_markdown(rows: list[Row], machine: str) -> str:
              + ") and the default `python -m tfbert.export --quantize` run.", "",
              "Made by `python scripts/version_matrix.py --cells <ids> --out docs/version_matrix` (`--list` shows",
              "the 21 cells); rows of cells not run keep their last result, each with its machine and source commit.",
-             "",
+             "`--render` rewrites this page from `version_matrix.json`; the summary between its markers is kept.",
+             "", *([summary, ""] if summary else []),
              f"Last run {datetime.date.today()} on {machine}.", "",
              "| cell | installed | install | tests | export --quantize | int8 MiB | int8 cosine | int8 speed vs fp32 "
              "| source |",
@@ -277,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "version_matrix"),
                         help="writes <out>.json and <out>.md; rows of cells not run this time are kept")
     parser.add_argument("--reuse", action="store_true", help="keep a cell's venv from an earlier run")
+    parser.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json")
     args = parser.parse_args(argv)
 
     cells = all_cells()
@@ -285,15 +313,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.id:22} {' '.join(cell.pins())}")
         return 0
     wanted = [c.strip() for c in args.cells.split(",") if c.strip()]
-    chosen = cells if wanted == ["all"] else [c for c in cells if any(c.id.startswith(w) for w in wanted)]
-    if not chosen:
+    chosen = [] if args.render else cells if wanted == ["all"] else [
+        c for c in cells if any(c.id.startswith(w) for w in wanted)]
+    if not chosen and not args.render:
         parser.error(f"--cells={args.cells} names no cell; see --list")
 
-    previous = {}
+    previous, machine = {}, machine_name()
     if os.path.isfile(args.out + ".json"):
         with open(args.out + ".json", encoding="utf-8") as f:
-            previous = {r["cell"]: r for r in json.load(f).get("rows", [])}
-    machine = machine_name()
+            stored = json.load(f)
+        previous = {r["cell"]: r for r in stored.get("rows", [])}
+        if args.render:
+            machine = stored.get("machine", machine)
+    if args.render:
+        write_table(args.out, [previous[c.id] for c in cells if c.id in previous], machine)
     for cell in chosen:
         print(f"[{cell.id}] building and running in {os.path.join(args.work_dir, cell.id)}", flush=True)
         row = run_cell(cell, args.work_dir, os.path.abspath(args.source), args.reuse)
@@ -304,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".json", "w", encoding="utf-8") as f:
             json.dump({"machine": machine, "rows": rows}, f, indent=2)
-        with open(args.out + ".md", "w", encoding="utf-8") as f:
-            f.write(to_markdown([Row(**{k: v for k, v in r.items() if k != "machine"}) for r in rows], machine))
+        write_table(args.out, rows, machine)
     return 0
+
+
+def write_table(out: str, rows: list[dict], machine: str) -> None:
+    """``<out>.md`` from the stored rows, keeping the summary block of the file it replaces."""
+    summary = read_summary(out + ".md")
+    with open(out + ".md", "w", encoding="utf-8") as f:
+        f.write(to_markdown([Row(**{k: v for k, v in r.items() if k != "machine"}) for r in rows], machine, summary))
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ def test_writes_json_markdown_and_png_and_no_temporaries(run):
 
 
 def test_real_token_counts_match_hugging_face_tokenizer(run):
-    from transformers import BertTokenizerFast
-
-    hf = BertTokenizerFast(vocab_file=os.path.join(run["model"], "vocab.txt"), do_lower_case=True)
+    hf = tiny.hf_tokenizer(os.path.join(run["model"], "vocab.txt"), do_lower_case=True)
     texts = [TEXTS[i % len(TEXTS)] for i in range(NUM_TEXTS)]
     expected = sum(len(ids) for ids in hf(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
     assert expected < NUM_TEXTS * MAX_LENGTH  # padding would inflate the count
@@ -147,7 +145,6 @@ def _token_table_onnx(path: str, table: np.ndarray) -> None:
 def test_onnx_runtime_peer_sorted_and_input_order_give_the_numpy_embeddings_in_input_order(tmp_path):
     from tokenizers import BertWordPieceTokenizer
     from tokenizers.models import WordPiece
-    from transformers import BertTokenizerFast
 
     from tfbert.benchmark.runners import OnnxRuntimeRunner, embed_file
 
@@ -158,7 +155,7 @@ def test_onnx_runtime_peer_sorted_and_input_order_give_the_numpy_embeddings_in_i
     table[0] = 1e3  # [PAD]: any padded position that leaks into the pooling shows
     _token_table_onnx(str(tmp_path / "tokens.onnx"), table)
     texts = [TEXTS[(i * 5) % len(TEXTS)] for i in range(23)]
-    ids = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)(texts, truncation=True,
+    ids = tiny.hf_tokenizer(str(vocab), do_lower_case=True)(texts, truncation=True,
                                                                         max_length=MAX_LENGTH)["input_ids"]
     expected = np.stack([table[x].mean(axis=0) for x in ids])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)

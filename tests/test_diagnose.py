@@ -303,9 +303,11 @@ def test_tensorflow_below_the_218_floor_is_an_error_naming_what_breaks():
     on_218 = check_environment({**stack, "tensorflow": "2.18.1", "tf-keras": "2.18.0", "tensorflow-text": "2.18.1"},
                                env={})
     assert not [f for f in on_218 if f.status == "error"]
-    # The matrix's TF 2.18 cell: int8 works but is 40 MiB at 0.36x fp32 speed; raw-text ids differ from HF.
-    warning = [f for f in on_218 if f.status == "warn"]
-    assert len(warning) == 1 and "0.36x" in warning[0].message and "dynamic" in warning[0].fix
+    # The matrix's TF 2.18 cells: the core tests pass, the int8 .tflite is 40 MiB at 0.3x fp32 speed. A
+    # note, not a warning: the doctor of a healthy checkpoint on the supported floor exits 0.
+    assert not [f for f in on_218 if f.status == "warn"]
+    note = [f for f in on_218 if "40 MiB" in f.message]
+    assert len(note) == 1 and note[0].status == "info" and "0.3x" in note[0].message and "dynamic" in note[0].fix
 
 
 def test_transformers_455_is_reported_but_not_an_error():

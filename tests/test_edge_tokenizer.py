@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import test_tokenizer
+from tests import test_tokenizer, tiny
 from tests.test_tokenizer import assert_same_ids, single_texts, varied_sentences
 
 # test_tokenizer.py's fixtures: the MiniLM checkpoint's files, Hugging Face's tokenizer of it
@@ -66,14 +66,13 @@ def test_code_points_between_letters_match_hugging_face(edge, hf):
 def test_the_documented_ours_difference_follows_hugging_face(tmp_path):
     """With a vocabulary holding U+2E5D (punctuation to ICU only) the graph tokenizer splits the
     word and Hugging Face does not (tfbert/tokenizer.py); the edge tokenizer is Hugging Face's."""
-    from transformers import BertTokenizerFast
 
     from tfbert.edge_tokenizer import EdgeTokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "##b", "\u2e5d", "##\u2e5d"]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     got = EdgeTokenizer.from_files(str(tmp_path / "vocab.txt")).tokenize_numpy(["a\u2e5db"], 16)["input_ids"][0]
-    assert got.tolist() == BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))("a\u2e5db")["input_ids"]
+    assert got.tolist() == tiny.hf_tokenizer(str(tmp_path / "vocab.txt"))("a\u2e5db")["input_ids"]
     assert [vocab[i] for i in got[1:-1]] == ["a", "##\u2e5d", "##b"]
 
 

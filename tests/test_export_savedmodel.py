@@ -37,7 +37,6 @@ TEXTS = ["the cat sat on the red mat", "a dog ran", "", "hello world!", "the bir
 
 def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
     from tensorflow_serving.apis import prediction_log_pb2  # TF Serving's own classes read the records
-    from transformers import BertTokenizerFast
 
     from tfbert.tf import import_tensorflow
 
@@ -59,7 +58,7 @@ def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
     assert all(r.model_spec.name == "tiny" and r.model_spec.signature_name == "serving_default" for r in requests)
     loaded = tf.saved_model.load(str(version_dir))
     served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
-    hf_tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
     batch = hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np")
     logits = reference(**{k: v.astype(np.int32) for k, v in batch.items()}).logits.numpy()
     np.testing.assert_allclose(served["logits"].numpy(), logits, atol=1e-5)
@@ -70,9 +69,7 @@ def test_savedmodel_serves_raw_text_like_hugging_face(classifier, tmp_path):
 
 
 def _hf_batch(directory, texts, pairs=None, max_length=32):
-    from transformers import BertTokenizerFast
-
-    tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    tok = tiny.hf_tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
     batch = tok(texts, pairs, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
     return {k: v.astype(np.int32) for k, v in batch.items()}
 

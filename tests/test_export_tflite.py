@@ -137,7 +137,6 @@ def tiny_text_export(tmp_path_factory):
 
 def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tiny_text_export):
     from ai_edge_litert.interpreter import Interpreter
-    from transformers import BertTokenizerFast
 
     from tfbert.litert import LiteRTRunner
 
@@ -146,7 +145,7 @@ def test_raw_text_tflite_takes_what_hugging_face_tokenizes(tiny_text_export):
     assert result.fidelity["text_vs_tokens_max_abs_diff"] <= 1e-4
     # Casing, punctuation, accents, unknown words, emoji, empty, and truncation at 32 tokens.
     texts = ["Hello, World!", "The CAT sat on the MAT.", "", "café naïve zzzq", "happy 😀 dog", "the bird flew " * 30]
-    hf = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    hf = tiny.hf_tokenizer(files.vocab, do_lower_case=True)
     ids = hf(texts, padding="longest", truncation=True, max_length=32, return_tensors="np")
     expected = LiteRTRunner(result.path)(
         {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["sentence_embedding"]

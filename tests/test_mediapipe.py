@@ -150,14 +150,13 @@ def _fine_tuned_classifier(vocab_path: str):
     """The tiny Hugging Face classifier trained on :func:`_sentiment_texts` (about 90 % right; a random one
     gives every text the same label, and a comparison of top labels would then prove nothing)."""
     import tensorflow as tf
-    from transformers import BertTokenizerFast
 
     model = tiny.reference_model("classify", seed=21)
     with open(vocab_path, "w", encoding="utf-8") as f:
         f.write("\n".join(tiny.VOCAB) + "\n")
     tf.keras.utils.set_random_seed(21)  # the same model every run (fit shuffles)
     texts, labels = _sentiment_texts(400, seed=1)
-    tokenizer = BertTokenizerFast(vocab_file=vocab_path, do_lower_case=True)
+    tokenizer = tiny.hf_tokenizer(vocab_path, do_lower_case=True)
     ids = dict(tokenizer(texts, padding="max_length", truncation=True, max_length=32, return_tensors="np"))
     model.compile(optimizer=tf.keras.optimizers.Adam(3e-3),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))

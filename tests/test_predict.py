@@ -29,9 +29,7 @@ def embed_ckpt(tmp_path_factory):
 
 def hf_embeddings(reference, directory, texts, max_length=32):
     """Golden values: Hugging Face's tokenizer and model, one text at a time, mean pooled in numpy."""
-    from transformers import BertTokenizerFast
-
-    hf_tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
     rows = []
     for text in texts:
         batch = hf_tok([text], truncation=True, max_length=max_length, return_tensors="np")
@@ -103,8 +101,6 @@ def test_every_backend_matches_hugging_face_batched_and_one_at_a_time(tiny_model
 
 
 def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
-    from transformers import BertTokenizerFast
-
     from tfbert.export.graph import EncoderGraph, model_weights
     from tfbert.export.tflite import convert
     from tfbert.predict import Predictor
@@ -116,7 +112,7 @@ def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
     predictor = Predictor(str(lite), task="classify", batch_size=4, max_length=32, vocab_path=files.vocab)
     out = predictor.predict(TEXTS)
 
-    hf_tok = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(files.vocab, do_lower_case=True)
     logits = reference(**hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np"),
                        training=False).logits.numpy()
     expected = np.exp(logits - logits.max(-1, keepdims=True))
@@ -128,8 +124,6 @@ def test_tflite_classify_gives_the_labels_of_the_config(tmp_path):
 
 
 def test_savedmodel_backend_matches_hugging_face(tmp_path):
-    from transformers import BertTokenizerFast
-
     from tfbert.export import export_saved_model
     from tfbert.predict import Predictor
 
@@ -141,7 +135,7 @@ def test_savedmodel_backend_matches_hugging_face(tmp_path):
     assert predictor.backend == "savedmodel"
     out = predictor.predict(TEXTS)
 
-    hf_tok = BertTokenizerFast(vocab_file=files.vocab, do_lower_case=True)
+    hf_tok = tiny.hf_tokenizer(files.vocab, do_lower_case=True)
     batch = hf_tok(TEXTS, padding="longest", truncation=True, max_length=32, return_tensors="np")
     logits = reference(**batch, training=False).logits.numpy()
     expected = np.exp(logits - logits.max(-1, keepdims=True))
@@ -352,10 +346,10 @@ def test_predictor_streams_a_long_input_in_order(embed_ckpt, tmp_path):
 @pytest.fixture(scope="module")
 def minilm_golden(minilm_path):
     """Golden values on the real checkpoint: Hugging Face's TFBertModel, mean pooled in numpy."""
-    from transformers import BertTokenizerFast, TFBertModel
+    from transformers import BertTokenizerFast
 
     hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     rows = []
     for text in TEXTS:
         batch = hf_tok([text], truncation=True, max_length=128, return_tensors="np")
@@ -389,14 +383,14 @@ def test_every_backend_matches_hugging_face_on_minilm(minilm_models, minilm_gold
 def test_tflite_fp32_matches_hugging_face_on_every_batch_of_real_text(minilm_path, minilm_models):
     # Hundreds of real sentences, length-sorted: consecutive batches share a shape, which is
     # where a repeated invoke under XNNPACK gave wrong fp32 results (see tfbert/litert.py).
-    from transformers import BertTokenizerFast, TFBertModel
+    from transformers import BertTokenizerFast
 
     from tfbert.predict import Predictor
     from tfbert.predict.measure import sample_texts
 
     texts = sample_texts(512)
     hf_tok = BertTokenizerFast.from_pretrained(minilm_path)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     golden = []
     for start in range(0, len(texts), 64):
         batch = hf_tok(texts[start:start + 64], padding="longest", truncation=True, max_length=128,
@@ -415,12 +409,10 @@ def test_litert_fp32_minilm_is_right_on_every_invoke_at_an_unchanged_shape(minil
     # held freed memory; tfbert.litert.LiteRTRunner re-plans for every batch. The failure
     # depends on the heap layout, so fresh interpreters are tried several times; without the
     # fix this caught it in some runs, not all.
-    from transformers import TFBertModel
-
     from tfbert.litert import LiteRTRunner
 
     rng = np.random.default_rng(0)
-    reference = TFBertModel.from_pretrained(minilm_path)
+    reference = tiny.hf_tf_model(minilm_path)
     batches = []
     for shape in [(32, 10), (32, 11), (32, 12), (32, 12), (32, 12), (32, 14), (32, 12)]:
         ids = rng.integers(1000, 20000, shape).astype(np.int32)
@@ -606,14 +598,13 @@ def test_without_tensorflow_what_needs_it_fails_in_one_line(tiny_models, tmp_pat
 
 def test_tflite_predict_names_a_disagreeing_tokenizer_json_once_and_tokenizes_with_vocab_txt(tiny_classifier,
                                                                                             tmp_path):
-    from transformers import BertTokenizerFast
 
     model, files = tiny_classifier
     side = tmp_path / "side"
     side.mkdir()
     for path in (files.vocab, files.tokenizer_config, files.config):
         shutil.copy(path, side)
-    data = json.loads(BertTokenizerFast(vocab_file=files.vocab).backend_tokenizer.to_str())
+    data = json.loads(tiny.hf_tokenizer(files.vocab).backend_tokenizer.to_str())
     vocab = data["model"]["vocab"]
     vocab["cat"], vocab["dog"] = vocab["dog"], vocab["cat"]
     (side / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")

@@ -46,9 +46,7 @@ def exported(classifier, tmp_path_factory):
 
 
 def _hf(directory, texts, max_length=32):
-    from transformers import BertTokenizerFast
-
-    tok = BertTokenizerFast(vocab_file=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    tok = tiny.hf_tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
     batch = tok(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
     return {k: v.astype(np.int32) for k, v in batch.items()}
 

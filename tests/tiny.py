@@ -7,11 +7,13 @@ written from; PyTorch-layout names come from Hugging Face's own
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -41,6 +43,52 @@ def hf_tf_classes():
     except ImportError:
         return None
     return transformers if hasattr(transformers, "TFBertModel") else None
+
+
+def _transformers_version() -> str:
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+# Hugging Face's TF classes (TFBertModel, the TF save_pretrained) were removed in transformers 5.0: a
+# test whose reference is one of them cannot run beside transformers 5 (the version matrix's hf5
+# cells). CI's stack (the test extra, transformers 4.x) has them, so there these tests always run.
+TRANSFORMERS_VERSION = _transformers_version()
+requires_hf_tf_classes = pytest.mark.skipif(
+    TRANSFORMERS_VERSION.split(".")[0].isdigit() and int(TRANSFORMERS_VERSION.split(".")[0]) >= 5,
+    reason=f"the reference is Hugging Face's TF classes (TFBertModel, TF save_pretrained); transformers "
+           f"{TRANSFORMERS_VERSION} has none (removed in 5.0)")
+
+
+def hf_tokenizer(vocab_path: str, **settings):
+    """Hugging Face's BertTokenizerFast over a vocab.txt, the tokenizer reference.
+
+    The path goes positionally: transformers 4 calls that argument ``vocab_file``, transformers 5
+    ``vocab``, and 5 ignores ``vocab_file=`` without a word (a vocabulary of the five special tokens,
+    every word [UNK]).
+    """
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab_path, **settings)
+
+
+def hf_tf_model(directory: str, class_name: str = "TFBertModel"):
+    """Hugging Face's TF model holding the weights of the PyTorch-layout ``model.safetensors`` in
+    ``directory``, each mapped by Hugging Face's own converter.
+
+    It is what ``from_pretrained`` does, but from transformers 4.55 ``from_pretrained`` hands that
+    converter an open safetensors file it cannot iterate (``TypeError: 'builtins.safe_open' object
+    is not iterable``), so the file is read into a dict first.
+    """
+    import transformers
+    from safetensors.numpy import load_file
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = getattr(transformers, class_name)(transformers.BertConfig.from_pretrained(directory))
+    load_pytorch_state_dict_in_tf2_model(model, load_file(os.path.join(directory, "model.safetensors")))
+    return model
 
 
 def reference_model(task: str = "embed", config: dict | None = None, seed: int = 0):

@@ -20,9 +20,11 @@ How parity with Hugging Face is reached:
   Face. ``tokenizers`` is needed to build the tokenizer, not to run the graph.
 * **Word splitting.** ``FastWordpieceTokenize`` splits words on ICU's whitespace and
   punctuation and its own CJK ranges, Hugging Face's ``BertPreTokenizer`` on Rust's, and
-  they differ on about 400 characters (``U+2E5D`` is punctuation only to ICU, ``U+166D``
-  only to Hugging Face, ``U+2B820``-``U+2B91F`` are CJK only to tensorflow-text). Both
-  implementations are run on every code point when the table is built: a character only
+  they differ on about 400 characters: ``U+2E5D`` is punctuation only to ICU (to
+  tensorflow-text 2.21's; 2.18's ICU predates the character and keeps it in the word, as
+  Hugging Face does), ``U+166D`` only to Hugging Face, ``U+2B820``-``U+2B91F`` are CJK
+  only to tensorflow-text. Both implementations are run on every code point when the
+  table is built, so the table follows the installed tensorflow-text: a character only
   Hugging Face splits on is surrounded with spaces; one only tensorflow-text splits on is
   replaced by a private-use placeholder no token contains, so its word becomes ``[UNK]``
   as in Hugging Face. If the vocabulary contains such a character nothing can hide the

@@ -96,12 +96,13 @@ def check_environment(versions: dict[str, str | None] | None = None,
                   "ai-edge-litert (raw-text .tflite)", "tensorflow 2.18-2.21",
                   'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*" (2.18 or newer)')
         elif tf == (2, 18):
-            # Measured by scripts/version_matrix.py (docs/version_matrix.md) on TensorFlow 2.18.1.
+            # Measured by scripts/version_matrix.py (docs/version_matrix.md) on TensorFlow 2.18.1: the core
+            # tests pass (raw-text .tflite included), so it is supported; only the int8 artifact costs more.
+            # Info, not a warning: the doctor of every healthy checkpoint on the floor would exit 1.
             findings.append(Finding(
-                "environment", WARN, f"TensorFlow {v['tensorflow']}: export --quantize's int8 .tflite works but is "
-                "40 MiB and runs at 0.36x the fp32 model's speed (MiniLM; 22.5 MiB and faster than fp32 on 2.21), "
-                "and its raw-text .tflite (--tflite_text_input) tokenizes some texts unlike Hugging Face "
-                "(tensorflow-text's FastWordpiece fixes arrived in 2.19)",
+                "environment", INFO, f"TensorFlow {v['tensorflow']}: export --quantize's int8 .tflite passes the "
+                "accuracy gate but is 40 MiB and runs at 0.3x the fp32 model's speed (MiniLM; 22.5 MiB and faster "
+                "than fp32 on 2.21)",
                 'pip install "tensorflow==2.21.*" "tf-keras==2.21.*" "tensorflow-text==2.21.*", or export '
                 "--quantization=dynamic"))
         numpy = _minor(v.get("numpy"))
