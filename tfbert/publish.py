@@ -35,9 +35,9 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from tfbert.errors import ExportError
+from tfbert.errors import BadInputError, ExportError
 
 STAGING_PREFIX = ".tmp-"
 _LEGACY_STALE_SECONDS = 3600  # staging directories of tfbert before owners were recorded
@@ -202,6 +202,41 @@ def publish(staging: str, target: str, *, overwrite: bool = False) -> None:
         raise FileExistsError(errno.EEXIST, "exists", target)
     if not _renameat2(staging, target, _RENAME_NOREPLACE):
         os.rename(staging, target)
+
+
+@contextlib.contextmanager
+def published(target: str, *, overwrite: bool = False,
+              progress: Callable[[str], None] | None = None) -> Iterator[str]:
+    """An owned staging directory beside ``target``, published as ``target`` when the block
+    ends without an error and removed whatever happens.
+
+    A dead writer's staging directory for the same name is removed first (a line to
+    ``progress`` for each); nothing else in ``target``'s parent is touched.
+
+    Raises:
+        BadInputError: ``target`` appeared while the block ran, and ``overwrite`` is False.
+
+    Example:
+        >>> with published("out/my-classifier") as staging:  # doctest: +SKIP
+        ...     write_checkpoint(model, staging)
+    """
+    target = os.path.abspath(target)
+    parent, name = os.path.split(target)
+    with locked(parent):
+        for line in remove_stale(parent, label=name):
+            if progress is not None:
+                progress(line)
+        staging = make_staging(parent, name)
+    try:
+        yield staging
+        with locked(parent):
+            try:
+                publish(staging, target, overwrite=overwrite)
+            except FileExistsError:
+                raise BadInputError("the output directory appeared while this run wrote it; nothing was replaced",
+                                    where=target, fix="pass --overwrite or choose another --output_dir") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def make_readable(tree: str) -> None:

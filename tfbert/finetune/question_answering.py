@@ -133,34 +133,19 @@ def qa_model(bert):
     """A Keras model around a ``TFBertForQuestionAnswering`` returning float32 ``[batch, 2, seq]`` logits.
 
     Sparse cross-entropy on labels ``[batch, 2]`` (start, end) is then the mean of the start and
-    end losses, Hugging Face's loss for the class; only trainable variables are differentiated.
+    end losses, Hugging Face's loss for the class; only trainable variables are differentiated
+    (:func:`tfbert.finetune.train.classifier`'s training step, with this head's logits).
     """
-    from tfbert.finetune.train import _tf_keras
+    from tfbert.finetune.train import classifier
     from tfbert.tf import import_tensorflow
 
     tf = import_tensorflow()
-    tf_keras = _tf_keras()
 
-    class QuestionAnswering(tf_keras.Model):
-        def __init__(self, bert_model) -> None:
-            super().__init__(name="tfbert_question_answering")
-            self.bert_model = bert_model
+    def start_end(model, inputs, training: bool = False):
+        out = model(**inputs, training=training)
+        return tf.stack([out.start_logits, out.end_logits], axis=1)
 
-        def call(self, inputs, training=False):
-            out = self.bert_model(**inputs, training=training)
-            return tf.cast(tf.stack([out.start_logits, out.end_logits], axis=1), tf.float32)
-
-        def train_step(self, data):
-            x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
-            variables = self.trainable_variables
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(variables)
-                logits = self(x, training=True)
-                loss = self.compute_loss(x, y, logits, sample_weight)
-            self.optimizer.minimize(loss, variables, tape=tape)
-            return self.compute_metrics(x, y, logits, sample_weight)
-
-    return QuestionAnswering(bert)
+    return classifier(bert, logits=start_end)
 
 
 def _featurize(tokenizer, data: QAExamples, max_length: int, doc_stride: int):
@@ -280,12 +265,7 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
     eval_data = _dataset(eval_windows, eval_labels, batch_size, False, seed)
     null_threshold = 0.0 if any(a is None for a in train.answers) else None
 
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    with publish.locked(parent):
-        for line in publish.remove_stale(parent, label=name):
-            write(line)
-        tmp = publish.make_staging(parent, name)
-    try:
+    with publish.published(output_dir, overwrite=overwrite, progress=write) as tmp:
         result = fit(keras_model, train_data, eval_data, epochs=epochs,
                      steps_per_epoch=-(-len(train_labels) // batch_size), train_examples=len(train_labels),
                      learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
@@ -296,14 +276,6 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
         write(f"eval: exact match {evaluation.exact_match:.4f}, F1 {evaluation.f1:.4f} on {len(held_out)} questions")
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
         saved = _save(bert, tmp, files.root, config, evaluation, result, eval_data, logits)
-        with publish.locked(parent):
-            try:
-                publish.publish(tmp, os.path.abspath(output_dir), overwrite=overwrite)
-            except FileExistsError:
-                raise BadInputError("the output directory appeared while training ran; nothing was replaced",
-                                    where=output_dir, fix="pass --overwrite or choose another --output_dir") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return QAFinetuneResult(os.path.abspath(output_dir), learning_rate, frozen, trainable, total, result,
                             evaluation, saved)
 

@@ -223,12 +223,7 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     eval_data = labelled_dataset(held_out.texts, eval_ids, tokenizer, batch_size=batch_size, max_length=max_length)
     steps = -(-len(train) // batch_size)
 
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    with publish.locked(parent):
-        for line in publish.remove_stale(parent, label=name):
-            write(line)
-        tmp = publish.make_staging(parent, name)
-    try:
+    with publish.published(output_dir, overwrite=overwrite, progress=write) as tmp:
         result = fit(keras_model, train_data, eval_data, epochs=epochs, steps_per_epoch=steps,
                      train_examples=len(train), learning_rate=learning_rate, weight_decay=weight_decay,
                      warmup_ratio=warmup_ratio, early_stopping_patience=early_stopping_patience,
@@ -239,14 +234,6 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
         evaluation = evaluate(true, predicted, labels)
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
         saved = _save(bert, tmp, files.root, config, labels, evaluation, result, eval_data, logits)
-        with publish.locked(parent):
-            try:
-                publish.publish(tmp, os.path.abspath(output_dir), overwrite=overwrite)
-            except FileExistsError:
-                raise BadInputError("the output directory appeared while training ran; nothing was replaced",
-                                    where=output_dir, fix="pass --overwrite or choose another --output_dir") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     outcome = FinetuneResult(os.path.abspath(output_dir), labels, pooling, learning_rate, frozen, trainable, total,
                              policy, findings[0].message, result, evaluation, saved)
     if not evaluation.learned:

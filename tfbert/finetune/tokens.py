@@ -170,14 +170,10 @@ def finetune_tokens(model: str | os.PathLike | None, train_file: str, eval_file:
     train_data = tagged_dataset(train_arrays, batch_size=batch_size, shuffle=True, seed=seed)
     eval_data = tagged_dataset(eval_arrays, batch_size=batch_size)
 
-    parent, name = os.path.split(os.path.abspath(output_dir))
+    parent = os.path.dirname(os.path.abspath(output_dir))
     if not os.path.isdir(parent):
         raise BadInputError("the parent of the output directory does not exist", where=parent, fix="create it first")
-    with publish.locked(parent):
-        for line in publish.remove_stale(parent, label=name):
-            write(line)
-        tmp = publish.make_staging(parent, name)
-    try:
+    with publish.published(output_dir, overwrite=overwrite, progress=write) as tmp:
         result = fit(keras_model, train_data, eval_data, epochs=epochs, steps_per_epoch=-(-len(train) // batch_size),
                      train_examples=len(train), learning_rate=learning_rate, weight_decay=weight_decay,
                      warmup_ratio=warmup_ratio, early_stopping_patience=early_stopping_patience,
@@ -188,14 +184,6 @@ def finetune_tokens(model: str | os.PathLike | None, train_file: str, eval_file:
         evaluation = evaluate_tokens(logits, eval_arrays, labels)
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
         saved = _save(bert, tmp, files.root, config, labels, evaluation, result, eval_data, logits)
-        with publish.locked(parent):
-            try:
-                publish.publish(tmp, os.path.abspath(output_dir), overwrite=overwrite)
-            except FileExistsError:
-                raise BadInputError("the output directory appeared while training ran; nothing was replaced",
-                                    where=output_dir, fix="pass --overwrite or choose another --output_dir") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     outcome = TokenFinetuneResult(os.path.abspath(output_dir), labels, learning_rate, frozen, trainable, total, policy,
                                   findings[0].message, result, evaluation, saved)
     if not evaluation.learned:

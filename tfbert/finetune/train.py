@@ -195,7 +195,8 @@ def classifier(model, logits=None):
     differentiates only the trainable variables.
 
     ``logits(model, inputs, training)`` replaces ``classifier_logits`` for another head (the
-    token classifier's, :func:`tfbert.finetune.tokens.token_logits`).
+    token classifier's, :func:`tfbert.finetune.tokens.token_logits`; question answering's start and
+    end logits, :func:`tfbert.finetune.question_answering.qa_model`).
     """
     tf = import_tensorflow()
     tf_keras = _tf_keras()
