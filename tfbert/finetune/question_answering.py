@@ -25,13 +25,13 @@ from tfbert import publish
 from tfbert.checkpoint import find_checkpoint
 from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
-from tfbert.errors import BadInputError, ExportError
+from tfbert.errors import BadInputError
+from tfbert.finetune.run import check_reloaded
 from tfbert.finetune.train import TrainResult, apply_freeze, default_learning_rate, fit, parameter_counts, parse_freeze
 from tfbert.predict.pipeline import read_jsonl_fields
 from tfbert.report import ERROR, Report
 from tfbert.tasks import question_answering as qa
 
-RELOAD_TOLERANCE = 1e-3
 TASK = "question_answering"
 
 
@@ -298,9 +298,5 @@ def _save(bert, directory: str, base: str, config: dict, evaluation: QAEvaluatio
                    "stopped_early": result.stopped_early, "seconds": result.seconds}, f, indent=2)
     write_manifest(directory)
     again = _logits(qa_model(load(directory, TASK, require_head=True)), eval_data)
-    diff = float(np.max(np.abs(again - logits))) if len(logits) else 0.0
-    if not diff <= RELOAD_TOLERANCE:
-        raise ExportError("the saved checkpoint does not reproduce the trained model", where=directory,
-                          expected=f"max |logit diff| <= {RELOAD_TOLERANCE}", actual=f"{diff:.3g}",
-                          fix="report this as a bug; nothing was published")
+    check_reloaded(directory, float(np.max(np.abs(again - logits))) if len(logits) else 0.0)
     return sorted(os.listdir(directory))

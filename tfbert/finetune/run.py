@@ -289,9 +289,17 @@ def _save(bert, directory: str, base: str, config: dict, labels: list[str], eval
     write_manifest(directory)
     reloaded = classifier(load(directory, "classify", require_head=True))
     _, _, again = predict_ids(reloaded, eval_data)
-    diff = float(np.max(np.abs(again - logits))) if len(logits) else 0.0
+    check_reloaded(directory, float(np.max(np.abs(again - logits))) if len(logits) else 0.0)
+    return sorted(os.listdir(directory))
+
+
+def check_reloaded(directory: str, diff: float) -> None:
+    """Refuse a saved checkpoint whose reloaded logits differ from the trained model's by ``diff``.
+
+    Raises:
+        ExportError: ``diff`` above :data:`RELOAD_TOLERANCE` (nothing is published).
+    """
     if not diff <= RELOAD_TOLERANCE:
         raise ExportError("the saved checkpoint does not reproduce the trained model", where=directory,
                           expected=f"max |logit diff| <= {RELOAD_TOLERANCE}", actual=f"{diff:.3g}",
                           fix="report this as a bug; nothing was published")
-    return sorted(os.listdir(directory))

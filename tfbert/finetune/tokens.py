@@ -24,8 +24,8 @@ from tfbert import publish
 from tfbert.checkpoint import find_checkpoint
 from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
-from tfbert.errors import BadInputError, ExportError, NoLearningError
-from tfbert.finetune.run import RELOAD_TOLERANCE, bf16_capable_cpu, mixed_precision_policy
+from tfbert.errors import BadInputError, NoLearningError
+from tfbert.finetune.run import bf16_capable_cpu, check_reloaded, mixed_precision_policy
 from tfbert.finetune.train import (
     HEAD_LEARNING_RATE,
     TrainResult,
@@ -235,8 +235,5 @@ def _save(bert, directory: str, base: str, config: dict, labels: list[str], eval
     write_manifest(directory)
     again = predict_logits(classifier(load(directory, TASK, require_head=True), token_logits), eval_data)
     diff = max((float(np.abs(a - b).max()) for a, b in zip(again, logits, strict=True) if a.size), default=0.0)
-    if not diff <= RELOAD_TOLERANCE:
-        raise ExportError("the saved checkpoint does not reproduce the trained model", where=directory,
-                          expected=f"max |logit diff| <= {RELOAD_TOLERANCE}", actual=f"{diff:.3g}",
-                          fix="report this as a bug; nothing was published")
+    check_reloaded(directory, diff)
     return sorted(os.listdir(directory))
