@@ -1,6 +1,7 @@
 """Diagnose a BERT checkpoint before loading it: config, vocab, weights, integrity, environment, memory.
 
-Usage: python -m tfbert.doctor [--model=PATH] [--task=embed|classify|fill_mask|token_classify|question_answering] [--json]
+Usage: python -m tfbert.doctor [--model=PATH] [--json]
+       [--task=embed|classify|fill_mask|token_classify|question_answering]
 Exit code: 0 healthy, 1 warnings only, 2 errors.
 """
 
