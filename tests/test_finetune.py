@@ -125,6 +125,12 @@ def test_doctor_accepts_the_output_and_the_directory_is_complete(trained):
     assert {"config.json", "model.safetensors", "vocab.txt", "SHA256SUMS", "eval_report.json",
             "confusion_matrix.txt", "training_history.json"} <= names
     assert not [n for n in os.listdir(trained["root"]) if ".tmp-" in n]  # no staging directory left
+    # The modes a plain copy gets (safetensors itself writes model.safetensors 0600).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {n: oct(os.stat(os.path.join(trained["out"], n)).st_mode & 0o777) for n in names} \
+        == {n: oct(0o666 & ~umask) for n in names}
+    assert os.stat(trained["out"]).st_mode & 0o777 == 0o777 & ~umask
     report = json.loads(open(os.path.join(trained["out"], "eval_report.json")).read())
     assert report["summary"]["accuracy"] == pytest.approx(trained["result"].evaluation.accuracy)
     assert any("trainable parameters" in line for line in trained["lines"])
@@ -473,6 +479,7 @@ def test_learning_rate_follows_what_trains_and_help_states_it():
                          timeout=900)
     text = " ".join(run.stdout.split())  # absl wraps the help lines
     assert "Default: 3e-3 when only the head trains" in text and "5e-5 when any encoder layer" in text
+    assert "2e-4 for --task=token_classify and question_answering" in text
     assert "--pooling" in text and "--allow_no_learning" in text
 
 

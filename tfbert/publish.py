@@ -229,6 +229,7 @@ def published(target: str, *, overwrite: bool = False,
         staging = make_staging(parent, name)
     try:
         yield staging
+        apply_umask(staging)
         with locked(parent):
             try:
                 publish(staging, target, overwrite=overwrite)
@@ -237,6 +238,35 @@ def published(target: str, *, overwrite: bool = False,
                                     where=target, fix="pass --overwrite or choose another --output_dir") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def current_umask() -> int:
+    """This process's umask (read from /proc where it can be, so it is never changed, even briefly)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(tree: str) -> None:
+    """Give ``tree`` the modes a plain copy would have: directories 0777 and files 0666, less the umask.
+
+    Staging directories are made 0755 and some writers create 0600 files (safetensors' ``save_file``
+    does), which a user would not expect of a published checkpoint.
+    """
+    mask = current_umask()
+    for root, dirs, files in os.walk(tree):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+    os.chmod(tree, 0o777 & ~mask)
 
 
 def make_readable(tree: str) -> None:
