@@ -209,7 +209,8 @@ def pipeline_run(tmp_path_factory):
     window = ["--max_length=32", "--doc_stride=8"]
     out = {"root": root, "questions": questions, "runs": {}}
     out["runs"]["finetune"] = _cli("finetune", "--task=question_answering", f"--model={base}", f"--train={train}",
-                                   f"--eval={evaluation}", f"--output_dir={root / 'ft'}", "--epochs=1", *window)
+                                   f"--eval={evaluation}", f"--output_dir={root / 'ft'}", "--epochs=1", *window,
+                                   "--allow_no_learning")  # one epoch of a tiny random model: plumbing only
     export = ["--task=question_answering", f"--model={root / 'ft'}", f"--output_dir={root / 'exported'}", "--name=qa",
               "--max_seq_length=32", "--doc_stride=8", "--notflite_speed"]
     out["runs"]["export"] = _cli("export", *export, "--quantize")
@@ -235,6 +236,7 @@ def test_cli_finetune_export_predict_doctor(pipeline_run):
     for name, run in pipeline_run["runs"].items():
         assert run.returncode == 0, f"{name}: {run.stderr[-2000:]}"
     assert "exact_match" in pipeline_run["runs"]["finetune"].stdout
+    assert "learning rate 0.0002" in pipeline_run["runs"]["finetune"].stderr  # the QA default, whole model
     assert "verified with TensorFlow's C++ loader" in pipeline_run["runs"]["export"].stdout
     for kind in ("savedmodel", "int8", "fp32"):
         answers = pipeline_run[kind]
@@ -278,8 +280,66 @@ def test_bad_training_and_predict_inputs_are_one_line_and_write_nothing(pipeline
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().count("\n") == 0 and "train.jsonl:2" in run.stderr and "answer_start" in run.stderr
     assert not (tmp_path / "out").exists()
+    # A question too long for the window names its file, its number and finetune's own flags.
+    fine = _write_jsonl(tmp_path / "fine.jsonl", good)
+    run = _cli("finetune", "--task=question_answering", f"--model={base}", f"--train={fine}", f"--eval={fine}",
+               f"--output_dir={tmp_path / 'out'}", "--max_length=16", "--doc_stride=8")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.strip().count("\n") == 0
+    assert "fine.jsonl: question 1" in run.stderr and "--max_length (now 16)" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
     questions = _write_jsonl(tmp_path / "q.jsonl", [{"question": "what?", "context": "a cat"}, {"question": "x"}])
     run = _cli("predict", "--task=question_answering", f"--model={pipeline_run['models']['int8']}",
                f"--input={questions}", f"--output={tmp_path / 'answers.jsonl'}")
     assert run.returncode == 2 and "Traceback" not in run.stderr and "q.jsonl:2" in run.stderr
     assert not (tmp_path / "answers.jsonl").exists()
+
+
+def test_no_learning_rule_is_two_points_above_answering_nothing():
+    from tfbert.finetune.question_answering import QAEvaluation
+
+    def evaluation(exact_match, unanswerable):
+        return QAEvaluation(exact_match, exact_match, 100, unanswerable, 0.0, [])
+
+    assert evaluation(0.25, 25).no_answer_baseline == 0.25
+    assert not evaluation(0.25, 25).learned and not evaluation(0.27, 25).learned
+    assert evaluation(0.28, 25).learned
+    assert not evaluation(0.02, 0).learned and evaluation(0.03, 0).learned
+
+
+def test_a_model_that_only_answers_nothing_exits_3_with_one_line_and_keeps_the_checkpoint(pipeline_run, tmp_path):
+    """Trained on unanswerable questions only, the model learns to answer "no answer": its exact
+    match is the eval set's unanswerable share, which is what learning nothing scores."""
+    import json
+
+    base = str(pipeline_run["root"] / "base")
+    train = _write_jsonl(tmp_path / "train.jsonl", _squad_records(48, 3, unanswerable_every=1))
+    evaluation = _write_jsonl(tmp_path / "eval.jsonl", _squad_records(12, 4, unanswerable_every=3))
+    out = tmp_path / "out"
+    run = _cli("finetune", "--task=question_answering", f"--model={base}", f"--train={train}", f"--eval={evaluation}",
+               f"--output_dir={out}", "--max_length=32", "--doc_stride=8", "--epochs=2", "--learning_rate=1e-3")
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "learned nothing" in run.stderr
+    error = [line for line in run.stderr.splitlines() if "learned nothing" in line]
+    assert len(error) == 1 and "--allow_no_learning" in error[0] and "eval.jsonl" in error[0]
+    assert "exact_match" in run.stdout  # the eval report is still printed
+    report = json.loads((out / "eval_report.json").read_text())  # and the checkpoint saved
+    assert report["summary"]["no_answer_baseline_exact_match"] == pytest.approx(4 / 12)
+
+
+def test_window_spans_pick_the_best_context_span_or_no_answer():
+    """Hand-made logits over ``[CLS] q q [SEP] c c c c [SEP] pad``: context tokens are positions 4-7."""
+    from tfbert.tasks.question_answering import window_spans
+
+    types = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1, 0]] * 4)
+    mask = np.array([[1] * 9 + [0]] * 4)
+    start, end = np.zeros((4, 10), np.float32), np.zeros((4, 10), np.float32)
+    start[0, 5], end[0, 6] = 8, 8  # a clear span
+    start[1, 0], end[1, 0] = 9, 9  # [CLS] wins: no answer
+    start[2, 1], end[2, 2] = 20, 20  # peaks in the question and on [SEP] are not answers
+    start[2, 8], end[2, 8] = 20, 20
+    start[2, 6], end[2, 7] = 5, 5
+    start[3, 7], end[3, 5] = 8, 8  # end before start is no span; the best valid one wins
+    start[3, 4] = 5  # (7, 5) would score 16; (4, 5) scores 13, (7, 7) 8 + 0
+    spans = window_spans(start, end, types, mask)
+    assert spans.tolist() == [[5, 6], [0, 0], [6, 7], [4, 5]]
+    assert window_spans(start, end, types, mask, null_threshold=None)[1].tolist() != [0, 0]

@@ -119,7 +119,7 @@ def _question_answering() -> int:
         answers = qa_predict.answer_with_tflite(
             FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
             max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,
-            batch_size=FLAGS.batch_size, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab)
+            batch_size=FLAGS.batch_size, num_threads=FLAGS.num_threads, vocab_path=FLAGS.vocab, source=FLAGS.input)
     else:
         answers = qa_predict.answer_with_saved_model(FLAGS.model, questions, contexts, batch_size=FLAGS.batch_size)
     qa_predict.write_answers(FLAGS.output, answers)

@@ -6,7 +6,7 @@ Usage: python -m tfbert.finetune --train=FILE --eval=FILE --output_dir=DIR [--mo
        [--learning_rate=3e-3 head alone | 5e-5 otherwise] [--weight_decay=0.01] [--warmup_ratio=0.1]
        [--mixed_precision] [--early_stopping_patience=2] [--class_weights] [--allow_no_learning] [--overwrite]
 
-Exit codes: 0 done; 2 refused or failed (nothing written); 3 saved, but the classifier learned nothing.
+Exit codes: 0 done; 2 refused or failed (nothing written); 3 saved, but the model learned nothing.
 """
 
 from absl import flags

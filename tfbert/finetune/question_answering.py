@@ -25,14 +25,23 @@ from tfbert import publish
 from tfbert.checkpoint import find_checkpoint
 from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
-from tfbert.errors import BadInputError
+from tfbert.errors import BadInputError, NoLearningError
+from tfbert.finetune.evaluate import NO_LEARNING_MARGIN
 from tfbert.finetune.run import check_reloaded
-from tfbert.finetune.train import TrainResult, apply_freeze, default_learning_rate, fit, parameter_counts, parse_freeze
+from tfbert.finetune.tokens import TAGGER_LEARNING_RATE
+from tfbert.finetune.train import HEAD_LEARNING_RATE, TrainResult, apply_freeze, fit, parameter_counts, parse_freeze
 from tfbert.predict.pipeline import read_jsonl_fields
 from tfbert.report import ERROR, Report
 from tfbert.tasks import question_answering as qa
 
 TASK = "question_answering"
+# Default peak learning rate when the encoder trains. The qa_outputs head starts from random values,
+# as a tagger's does, and a few thousand questions give a few hundred steps: at the sequence
+# classifier's 5e-5 the MiniLM model of scripts/qa_task.py (1,506 questions, 3 epochs) was still
+# learning (train loss 0.56, eval exact match 0.849) and answered most held-out questions with
+# scores under 0.3, where int8 and float32 disagree; at 2e-4, the tagger's rate, it reached 0.899
+# (docs/finetune.md).
+QA_LEARNING_RATE = TAGGER_LEARNING_RATE
 
 
 @dataclasses.dataclass
@@ -108,10 +117,21 @@ class QAEvaluation:
     null_threshold: float | None
     answers: list[qa.Answer]
 
+    @property
+    def no_answer_baseline(self) -> float:
+        """The exact match of answering "no answer" to every question: the unanswerable share."""
+        return self.unanswerable / self.examples if self.examples else 0.0
+
+    @property
+    def learned(self) -> bool:
+        """Exact match more than 2 points above :attr:`no_answer_baseline`, the rule classification uses."""
+        return self.exact_match > self.no_answer_baseline + NO_LEARNING_MARGIN
+
     def report(self) -> Report:
         return Report("tfbert fine-tuning: question answering eval", ["metric", "value"],
                       [{"metric": "exact_match", "value": self.exact_match}, {"metric": "f1", "value": self.f1}],
                       {"examples": self.examples, "unanswerable": self.unanswerable,
+                       "no_answer_baseline_exact_match": self.no_answer_baseline,
                        "null_score_threshold": self.null_threshold})
 
 
@@ -153,7 +173,7 @@ def _featurize(tokenizer, data: QAExamples, max_length: int, doc_stride: int):
     questions, contexts = tokenizer.wordpieces(data.questions), tokenizer.wordpieces(data.contexts)
     windows = qa.make_windows([q.ids for q in questions], [c.ids for c in contexts], max_seq_length=max_length,
                               doc_stride=doc_stride, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
-                              pad_id=tokenizer.pad_id)
+                              pad_id=tokenizer.pad_id, source=data.path)
     starts, ends = qa.answer_labels(windows, [(c.begin, c.end) for c in contexts], data.answers)
     return windows, [(c.word_begin, c.word_end) for c in contexts], np.stack([starts, ends], axis=1)
 
@@ -188,7 +208,7 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
                                 max_length: int = 128, doc_stride: int | None = None,
                                 learning_rate: float | None = None, weight_decay: float = 0.01,
                                 warmup_ratio: float = 0.1, early_stopping_patience: int = 2, seed: int = 0,
-                                overwrite: bool = False,
+                                overwrite: bool = False, allow_no_learning: bool = False,
                                 progress: Callable[[str], None] | None = None) -> QAFinetuneResult:
     """Fine-tune a BERT checkpoint for extractive question answering and save it as a checkpoint directory.
 
@@ -197,8 +217,10 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
             head is kept if it has one, else starts random.
         train_file, eval_file: SQuAD-style JSONL (see :func:`read_squad`).
         output_dir: where the checkpoint goes (refused if it exists, unless ``overwrite``).
-        freeze, epochs, batch_size, learning_rate, weight_decay, warmup_ratio,
-            early_stopping_patience, seed, overwrite: as :func:`tfbert.finetune.finetune`.
+        learning_rate: AdamW's peak rate; default :data:`QA_LEARNING_RATE` (2e-4) when any encoder
+            layer or the embeddings train, 3e-3 for the head alone.
+        freeze, epochs, batch_size, weight_decay, warmup_ratio, early_stopping_patience, seed,
+            overwrite, allow_no_learning: as :func:`tfbert.finetune.finetune`.
         max_length: window length in tokens; doc_stride: overlap of a long context's windows
             (default ``min(max_length // 2, 128)``).
         progress: called with progress lines (default: stderr).
@@ -210,6 +232,9 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
         null score beats the best span (threshold 0), else never.
 
     Raises:
+        NoLearningError: eval exact match at most 2 points above answering "no answer" to every
+            question (:attr:`QAEvaluation.learned`) and ``allow_no_learning`` False; the
+            checkpoint is saved anyway and the error's ``result`` holds the :class:`QAFinetuneResult`.
         TfbertError: bad data or flags, a damaged checkpoint, not enough memory, or a saved
             checkpoint that does not reproduce the model.
 
@@ -240,7 +265,10 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
     eval_windows, eval_spans, eval_labels = _featurize(tokenizer, held_out, max_length, doc_stride)
     num_layers = config["num_hidden_layers"]
     plan = parse_freeze(freeze, num_layers)
-    learning_rate = default_learning_rate(plan, num_layers) if learning_rate is None else learning_rate
+    if learning_rate is None:
+        learning_rate = HEAD_LEARNING_RATE if plan.head_only(num_layers) else QA_LEARNING_RATE
+    if not learning_rate > 0:
+        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate, fix="e.g. 2e-4")
     findings = check_memory(config, TASK, batch_size=batch_size, seq_length=max_length, dtype="float32",
                             training=True)
     if findings[0].status == ERROR:
@@ -276,8 +304,22 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
         write(f"eval: exact match {evaluation.exact_match:.4f}, F1 {evaluation.f1:.4f} on {len(held_out)} questions")
         shutil.rmtree(os.path.join(tmp, "training-checkpoints"))
         saved = _save(bert, tmp, files.root, config, evaluation, result, eval_data, logits)
-    return QAFinetuneResult(os.path.abspath(output_dir), learning_rate, frozen, trainable, total, result,
-                            evaluation, saved)
+    outcome = QAFinetuneResult(os.path.abspath(output_dir), learning_rate, frozen, trainable, total, result,
+                               evaluation, saved)
+    if not evaluation.learned:
+        e = evaluation
+        error = NoLearningError(
+            f"the model learned nothing: exact match {e.exact_match:.4f}, while answering \"no answer\" to every "
+            f"question scores {e.no_answer_baseline:.4f}", where=f"--eval={eval_file}",
+            expected=f"exact match > {e.no_answer_baseline + NO_LEARNING_MARGIN:.4f}",
+            actual=f"{e.exact_match:.4f} (F1 {e.f1:.4f})",
+            fix=f"try more --epochs, a higher --learning_rate (this run: {learning_rate:g}) or more training data. "
+                f"The checkpoint was saved anyway to {outcome.output_dir}; pass --allow_no_learning to accept it")
+        if not allow_no_learning:
+            error.result = outcome
+            raise error
+        write(f"WARNING: {error.render()}")
+    return outcome
 
 
 def _save(bert, directory: str, base: str, config: dict, evaluation: QAEvaluation, result: TrainResult,

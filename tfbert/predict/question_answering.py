@@ -44,8 +44,10 @@ def read_questions(path: str) -> tuple[list[str], list[str]]:
 
 def answer_with_tflite(model_path: str, questions: list[str], contexts: list[str], *, max_seq_length: int,
                        doc_stride: int | None, max_answer_length: int, null_threshold: float | None,
-                       batch_size: int = 32, num_threads: int = 2, vocab_path: str | None = None) -> list[qa.Answer]:
-    """Answers from a question-answering .tflite: numpy windows, LiteRT logits, numpy span search."""
+                       batch_size: int = 32, num_threads: int = 2, vocab_path: str | None = None,
+                       source: str = "input") -> list[qa.Answer]:
+    """Answers from a question-answering .tflite: numpy windows, LiteRT logits, numpy span search
+    (``source``: the questions' file, named in errors)."""
     from tfbert.edge_tokenizer import EdgeTokenizer
     from tfbert.litert import LiteRTRunner
 
@@ -62,7 +64,7 @@ def answer_with_tflite(model_path: str, questions: list[str], contexts: list[str
     question_pieces, context_pieces = tokenizer.wordpieces(questions), tokenizer.wordpieces(contexts)
     windows = qa.make_windows([p.ids for p in question_pieces], [p.ids for p in context_pieces],
                               max_seq_length=max_seq_length, doc_stride=doc_stride, cls_id=tokenizer.cls_id,
-                              sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
+                              sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, source=source)
     start = np.zeros(windows.input_ids.shape, np.float32)
     end = np.zeros_like(start)
     for i in range(0, len(windows.example), batch_size):

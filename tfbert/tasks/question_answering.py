@@ -103,13 +103,16 @@ def window_starts(context_tokens: int, room: int, doc_stride: int) -> list[int]:
 
 
 def make_windows(questions: list[np.ndarray], contexts: list[np.ndarray], *, max_seq_length: int, doc_stride: int,
-                 cls_id: int, sep_id: int, pad_id: int) -> Windows:
+                 cls_id: int, sep_id: int, pad_id: int, source: str = "input",
+                 length_flag: str = "--max_length") -> Windows:
     """``[CLS] question [SEP] context window [SEP]`` rows for every pair, padded to ``max_seq_length``.
 
     Args:
         questions, contexts: WordPiece ids of each question and context (no special tokens).
         max_seq_length, doc_stride: window length and overlap, in tokens.
         cls_id, sep_id, pad_id: the special tokens' ids.
+        source, length_flag: the file the pairs came from and the flag that set ``max_seq_length``,
+            for the error naming a question too long.
 
     Raises:
         BadInputError: a question leaving no more than ``doc_stride`` tokens for its context.
@@ -126,10 +129,11 @@ def make_windows(questions: list[np.ndarray], contexts: list[np.ndarray], *, max
     for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
         room = max_seq_length - 3 - len(question)
         if room <= doc_stride:
-            raise BadInputError("the question is too long for the window", where=f"question {i}",
+            raise BadInputError("the question is too long for the window", where=f"{source}: question {i + 1}",
                                 expected=f"at most {max_seq_length - 4 - doc_stride} tokens",
                                 actual=f"{len(question)} tokens",
-                                fix="shorten the question, or raise --max_seq_length or lower --doc_stride")
+                                fix=f"shorten the question, or raise {length_flag} (now {max_seq_length}) or lower "
+                                    f"--doc_stride (now {doc_stride})")
         for start in window_starts(len(context), room, doc_stride):
             piece = context[start:start + room]
             rows.append(np.concatenate([[cls_id], question, [sep_id], piece, [sep_id]]))
@@ -166,6 +170,34 @@ def _span_probabilities(start_logits: np.ndarray, end_logits: np.ndarray, window
     p_start[:, 0] = p_end[:, 0] = 0.0
     band = np.triu(np.tril(np.ones((seq, seq), bool), max_answer_length - 1))
     return p_start[:, :, None] * p_end[:, None, :] * band, null, context
+
+
+def window_spans(start_logits: np.ndarray, end_logits: np.ndarray, token_type_ids: np.ndarray,
+                 attention_mask: np.ndarray, *, max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
+                 null_threshold: float | None = 0.0) -> np.ndarray:
+    """The answer each question + context window alone gives: int [windows, 2] token positions of
+    its best span's first and last token, or ``(0, 0)`` for "no answer".
+
+    The windows are BERT pairs (``[CLS] question [SEP] context [SEP]``, context tokens of type 1);
+    spans are scored as :func:`best_answers` scores them. The export compares the answers of a
+    quantized model with the float model's this way, before any text is involved.
+
+    Example:
+        >>> window_spans(start, end, batch["token_type_ids"], batch["attention_mask"])  # doctest: +SKIP
+        array([[5, 6], [0, 0]])
+    """
+    is_context = (np.asarray(token_type_ids) == 1) & (np.asarray(attention_mask) > 0)
+    length = np.maximum(is_context.sum(axis=1) - 1, 0)  # the last type-1 token is the closing [SEP]
+    offset = np.where(length > 0, is_context.argmax(axis=1), 0)
+    windows = Windows(np.asarray(token_type_ids), np.asarray(attention_mask), np.asarray(token_type_ids),
+                      np.arange(len(length)), offset, np.zeros_like(offset), length)
+    scores, null, _ = _span_probabilities(start_logits, end_logits, windows, max_answer_length)
+    flat = scores.reshape(len(scores), -1)
+    best = flat.argmax(axis=1)
+    spans = np.stack(np.divmod(best, scores.shape[1]), axis=1)
+    nothing = (flat.max(axis=1) <= 0) if null_threshold is None else (null - flat.max(axis=1) > null_threshold)
+    spans[nothing | (length == 0)] = 0
+    return spans
 
 
 def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows, contexts: list[str],
