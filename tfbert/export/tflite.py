@@ -30,7 +30,7 @@ from tfbert.tf import import_tensorflow
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 MATMULS = ("qkv", "out", "ffn_in", "ffn_out")
-SMOOTHED = ("qkv", "ffn_in")
+SMOOTHED = MATMULS
 
 
 def smoothquant_scales(graph: EncoderGraph, batches: list[dict[str, np.ndarray]], alpha: float = 0.5) -> dict:
@@ -127,8 +127,9 @@ def call_module(module, inputs: dict[str, np.ndarray]) -> dict:
 
 
 def matmul_errors(graph: EncoderGraph, batch: dict[str, np.ndarray]) -> list[dict[str, float]]:
-    """Per-layer relative error of each int8 matmul (per-row int8 activations, per-channel int8
-    weights, as the runtime computes them), simulated in numpy on one batch."""
+    """Per-layer relative error of each int8 matmul (activations int8 per row with a zero point,
+    weights symmetric int8 per output channel, as XNNPACK's dynamically quantized kernels compute
+    them), simulated in numpy on one batch."""
     rows = []
     inputs = matmul_inputs(graph, [batch])[0]
     for i in range(graph.layers):
@@ -141,9 +142,11 @@ def matmul_errors(graph: EncoderGraph, batch: dict[str, np.ndarray]) -> list[dic
             if s is not None:
                 x, weight = x / s, weight * s[:, None]
             exact = x @ weight
-            xs = np.abs(x).max(1, keepdims=True) / 127 + 1e-12
+            low, high = np.minimum(x.min(1, keepdims=True), 0), np.maximum(x.max(1, keepdims=True), 0)
+            xs = (high - low) / 255 + 1e-12
+            zero = np.round(-128 - low / xs)
             ws = np.abs(weight).max(0, keepdims=True) / 127 + 1e-12
-            approx = (np.round(x / xs) * xs) @ (np.round(weight / ws) * ws)
+            approx = ((np.clip(np.round(x / xs) + zero, -128, 127) - zero) * xs) @ (np.round(weight / ws) * ws)
             row[kind] = float(np.linalg.norm(approx - exact) / (np.linalg.norm(exact) + 1e-12))
         rows.append(row)
     return rows
