@@ -15,8 +15,10 @@ Steps, each the CLI a user runs, on their defaults unless stated:
     long      one question over a 100,000-character context, predicted with each artifact (seconds,
               peak RSS of the predict process)
 
-Reported: SQuAD exact match and F1 of each artifact on the eval questions, and the share of int8
-answers identical to the SavedModel's (float32). Results go to ``<work_dir>/qa_task.json``.
+Reported: SQuAD exact match and F1 of each artifact on the eval questions and on every question
+over the held-out contexts (each word that occurs once, one in six swapped for an unanswerable
+question), and the share of int8 answers identical to the SavedModel's (float32) on both. Results
+go to ``<work_dir>/qa_task.json``.
 
 Usage: python scripts/qa_task.py [--work_dir=/tmp/tfbert-qa-task] [--keep]
 """
@@ -77,6 +79,20 @@ def build_data(sentences: list[str], seed: int = 0) -> tuple[list[dict], list[di
     return records(sentences[:cut], 6), records(sentences[cut:], 2)
 
 
+def every_question(sentences: list[str], seed: int = 2) -> list[dict]:
+    """Every "Which word follows X?" question over the held-out contexts of :func:`build_data` (one in
+    six of them unanswerable): the population the int8 vs float32 agreement is measured on."""
+    rng = random.Random(seed)
+    cut = int(len(sentences) * 0.75)
+    vocabulary = sorted({w for s in sentences for w in WORD.findall(s) if len(w) > 3})
+    part, out = sentences[cut:], []
+    for i in range(len(part)):
+        for size in (2, 3, 10):
+            if i + size <= len(part) and (size != 10 or i % 5 == 0):
+                out += questions_for(" ".join(part[i:i + size]), vocabulary, rng, 10_000)
+    return out
+
+
 def run(*args: str) -> tuple[subprocess.CompletedProcess, float, int]:
     """The command, its wall seconds and its peak RSS in MiB (measured in a wrapper process of its own)."""
     wrapper = ("import resource, subprocess, sys, json, time; t = time.perf_counter(); "
@@ -116,15 +132,18 @@ def main() -> None:
     os.makedirs(work)
     train, held_out = build_data(read_texts())
     train_file, eval_file = write_jsonl(f"{work}/train.jsonl", train), write_jsonl(f"{work}/eval.jsonl", held_out)
+    population = every_question(read_texts())
     questions = write_jsonl(f"{work}/questions.jsonl", [{"question": r["question"], "context": r["context"]}
-                                                         for r in held_out])
+                                                         for r in held_out + population])
     long_context = " ".join(read_texts())
     long_context = (long_context + " ") * (100_000 // len(long_context) + 1)
     long_context = long_context[:100_000]
     long_file = write_jsonl(f"{work}/long.jsonl", [{"question": 'Which word follows "platform"?',
                                                     "context": long_context}])
     result: dict = {"data": {"train_questions": len(train), "eval_questions": len(held_out),
-                             "eval_unanswerable": sum(not r["answers"]["text"] for r in held_out)},
+                             "eval_unanswerable": sum(not r["answers"]["text"] for r in held_out),
+                             "every_question": len(population),
+                             "every_question_unanswerable": sum(not r["answers"]["text"] for r in population)},
                     "machine": subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True,
                                               text=True).stdout.strip()}
     print(f"{len(train)} training and {len(held_out)} eval questions", file=sys.stderr)
@@ -144,14 +163,20 @@ def main() -> None:
         _, seconds, rss = run("-m", "tfbert.predict", "--task=question_answering", f"--model={model}",
                               f"--input={questions}", f"--output={out}")
         answers[kind] = read_jsonl(out)
-        scores = [squad_scores(a["answer"], r["answers"]["text"]) for a, r in zip(answers[kind], held_out, strict=True)]
+        scores = [squad_scores(a["answer"], r["answers"]["text"])
+                  for a, r in zip(answers[kind], held_out + population, strict=True)]
+        every = scores[len(held_out):]
+        scores = scores[:len(held_out)]
         long_out = f"{work}/{kind}-long.jsonl"
         _, long_seconds, long_rss = run("-m", "tfbert.predict", "--task=question_answering", f"--model={model}",
                                         f"--input={long_file}", f"--output={long_out}")
         long_answer = read_jsonl(long_out)[0]
         doctor, _, _ = run("-m", "tfbert.doctor", f"--model={model}", "--task=question_answering")
         result[kind] = {"exact_match": sum(s[0] for s in scores) / len(scores),
-                        "f1": sum(s[1] for s in scores) / len(scores), "predict_seconds": seconds,
+                        "f1": sum(s[1] for s in scores) / len(scores),
+                        "every_question": {"exact_match": sum(s[0] for s in every) / len(every),
+                                           "f1": sum(s[1] for s in every) / len(every)},
+                        "predict_seconds": seconds,
                         "predict_peak_rss_mib": rss,
                         "long_context": {"characters": len(long_context), "seconds": long_seconds,
                                          "peak_rss_mib": long_rss, "answer": long_answer,
@@ -160,8 +185,13 @@ def main() -> None:
                         "doctor": doctor.stdout.strip().splitlines()[-1]}
     doctor, _, _ = run("-m", "tfbert.doctor", f"--model={ft}", "--task=question_answering")
     result["doctor_checkpoint"] = doctor.stdout.strip().splitlines()[-1]
-    same = sum(a["answer"] == b["answer"] for a, b in zip(answers["savedmodel"], answers["int8"], strict=True))
-    result["int8_vs_fp32_answer_agreement"] = same / len(held_out)
+    same = [a["answer"] == b["answer"] for a, b in zip(answers["savedmodel"], answers["int8"], strict=True)]
+    result["int8_vs_fp32_answer_agreement"] = sum(same[:len(held_out)]) / len(held_out)
+    result["int8_vs_fp32_answer_agreement_every_question"] = sum(same[len(held_out):]) / len(population)
+    result["int8_vs_fp32_differences_every_question"] = [
+        {"question": r["question"], "fp32": a, "int8": b}
+        for r, a, b, equal in zip(population, answers["savedmodel"][len(held_out):], answers["int8"][len(held_out):],
+                                  same[len(held_out):], strict=True) if not equal]
     print(write_json(result, f"{work}/qa_task.json"))
     if not args.keep:
         for path in (ft, f"{work}/exported"):
