@@ -50,8 +50,7 @@ class EncoderGraph:
         weights: canonical weights (:func:`model_weights`).
         config: the checkpoint config dict.
         task: ``embed``, ``classify``, ``token_classify`` or (``serving`` only) ``fill_mask``.
-        smooth: SmoothQuant scales per matmul input (``qkv<i>``, ``out<i>``, ``ffn_in<i>``,
-            ``ffn_out<i>``), or None.
+        smooth: SmoothQuant scales per matmul input (``qkv<i>``, ``ffn_in<i>``), or None.
         serving: the SavedModel's outputs and Hugging Face's mask bias (see the module
             docstring); otherwise the TFLite graph.
         top_k: fill-mask candidates per position.
@@ -129,23 +128,6 @@ class EncoderGraph:
                 "ffn_out": (g("output.dense.weight").T, g("output.dense.bias") + ln1[1]),
                 "ln1": ln1, "ln2": (g("output.LayerNorm.weight"), g("output.LayerNorm.bias"))}
 
-    def _smoothed_layer(self, i: int) -> dict:
-        """:meth:`_layer`, with attention-out's SmoothQuant scale folded into the value projection.
-
-        The context attention-out reads is ``probs @ V`` per head, linear in V's columns: dividing
-        V's weight and bias columns by ``s`` divides the context's channels by ``s`` exactly, and
-        multiplying attention-out's weight rows by ``s`` undoes it, with no run-time multiply
-        (the other three smoothed matmuls read a LayerNorm or GELU output and keep one).
-        """
-        layer = self._layer(i)
-        s = self.smooth.get(f"out{i}")
-        if s is None:
-            return layer
-        hidden = self.config["hidden_size"]
-        (qkv_w, qkv_b), (out_w, out_b) = layer["qkv"], layer["out"]
-        divide = np.concatenate([np.ones(2 * hidden, np.float32), 1.0 / s])
-        return {**layer, "qkv": (qkv_w * divide, qkv_b * divide), "out": (out_w * s[:, None], out_b)}
-
     def module(self, collect: bool = False, tokenizer=None, max_seq_length: int = 128,
                fixed_length: int | None = None, output: str | None = None):
         """A tf.Module: ``forward(input_ids, attention_mask, token_type_ids=None)`` is the graph,
@@ -172,8 +154,8 @@ class EncoderGraph:
         type0 = w["bert.embeddings.token_type_embeddings.weight"][0]
         # Serving looks token types up; TFLite's inputs have none, so type 0 joins the positions.
         positions = w["bert.embeddings.position_embeddings.weight"] + (0 if serving else type0)
+        layers = [self._layer(i) for i in range(self.layers)]
         smooth, task, act = self.smooth, self.task, self.act
-        layers = [self._smoothed_layer(i) for i in range(self.layers)]
         pooling = self.config.get(CONFIG_FIELD, "pooler")
         mask_value = HF_MASK_BIAS if serving else LITE_MASK_BIAS
 
@@ -221,7 +203,7 @@ class EncoderGraph:
                     weight, bias = weight_bias
                     if collect:
                         stats[name] = x
-                    if name in smooth and not name.startswith("out"):  # out's is in V already
+                    if name in smooth:
                         x = x * (const(1.0 / smooth[name]) * one)
                         weight = weight * smooth[name][:, None]
                     # Stored [out, in], the layout of TFLite's FULLY_CONNECTED: the converter then

@@ -30,7 +30,7 @@ from tfbert.tf import import_tensorflow
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 MATMULS = ("qkv", "out", "ffn_in", "ffn_out")
-SMOOTHED = MATMULS
+SMOOTHED = ("qkv", "ffn_in")
 
 
 def smoothquant_scales(graph: EncoderGraph, batches: list[dict[str, np.ndarray]], alpha: float = 0.5) -> dict:
