@@ -122,18 +122,20 @@ def _question_answering() -> int:
 
 def _print_qa_result(result) -> None:
     print(result.evaluation.report().to_table())
-    print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
-          f"best epoch {result.train.best_epoch} of {result.train.epochs_run}")
-    print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
+    _print_run(result)
 
 
 def _print_result(result) -> None:
     e = result.evaluation
     print(e.report().to_table())
     print(e.confusion_report().to_table())
+    _print_run(result, f"{result.train.examples_per_second:.1f} examples/s, ")
+
+
+def _print_run(result, speed: str = "") -> None:
+    """What trained, the speed (``speed``, when given), the best epoch and where the checkpoint went."""
     print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
-          f"{result.train.examples_per_second:.1f} examples/s, best epoch {result.train.best_epoch} of "
-          f"{result.train.epochs_run}")
+          f"{speed}best epoch {result.train.best_epoch} of {result.train.epochs_run}")
     print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
 
 
@@ -164,10 +166,7 @@ def _token_classify() -> int:
 
 def _print_token_result(result) -> None:
     print(result.evaluation.report().to_table())
-    print(f"trainable parameters {result.trainable_params:,} of {result.total_params:,} (frozen: {result.frozen}); "
-          f"{result.train.examples_per_second:.1f} sentences/s, best epoch {result.train.best_epoch} of "
-          f"{result.train.epochs_run}")
-    print(f"saved       {result.output_dir}  ({', '.join(result.files)})")
+    _print_run(result, f"{result.train.examples_per_second:.1f} sentences/s, ")
 
 
 def run() -> None:

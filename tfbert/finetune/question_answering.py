@@ -27,7 +27,7 @@ from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
 from tfbert.errors import BadInputError, NoLearningError
 from tfbert.finetune.evaluate import NO_LEARNING_MARGIN
-from tfbert.finetune.run import check_reloaded
+from tfbert.finetune.run import check_reloaded, raise_or_warn, retry_fix
 from tfbert.finetune.tokens import TAGGER_LEARNING_RATE
 from tfbert.finetune.train import HEAD_LEARNING_RATE, TrainResult, apply_freeze, fit, parameter_counts, parse_freeze
 from tfbert.predict.pipeline import read_jsonl_fields
@@ -308,17 +308,12 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
                                evaluation, saved)
     if not evaluation.learned:
         e = evaluation
-        error = NoLearningError(
+        raise_or_warn(NoLearningError(
             f"the model learned nothing: exact match {e.exact_match:.4f}, while answering \"no answer\" to every "
             f"question scores {e.no_answer_baseline:.4f}", where=f"--eval={eval_file}",
             expected=f"exact match > {e.no_answer_baseline + NO_LEARNING_MARGIN:.4f}",
-            actual=f"{e.exact_match:.4f} (F1 {e.f1:.4f})",
-            fix=f"try more --epochs, a higher --learning_rate (this run: {learning_rate:g}) or more training data. "
-                f"The checkpoint was saved anyway to {outcome.output_dir}; pass --allow_no_learning to accept it")
-        if not allow_no_learning:
-            error.result = outcome
-            raise error
-        write(f"WARNING: {error.render()}")
+            actual=f"{e.exact_match:.4f} (F1 {e.f1:.4f})", fix=retry_fix(learning_rate, outcome.output_dir)),
+            outcome, allow_no_learning, write)
     return outcome
 
 

@@ -237,12 +237,24 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     outcome = FinetuneResult(os.path.abspath(output_dir), labels, pooling, learning_rate, frozen, trainable, total,
                              policy, findings[0].message, result, evaluation, saved)
     if not evaluation.learned:
-        error = no_learning_error(outcome, plan, num_layers, eval_file, class_weights)
-        if not allow_no_learning:
-            error.result = outcome
-            raise error
-        write(f"WARNING: {error.render()}")
+        raise_or_warn(no_learning_error(outcome, plan, num_layers, eval_file, class_weights), outcome,
+                      allow_no_learning, write)
     return outcome
+
+
+def raise_or_warn(error: NoLearningError, outcome, allow_no_learning: bool, write: Callable[[str], None]) -> None:
+    """Raise ``error`` with the run's ``outcome`` as its ``result``, or, with ``allow_no_learning``,
+    write it as a warning line."""
+    if not allow_no_learning:
+        error.result = outcome
+        raise error
+    write(f"WARNING: {error.render()}")
+
+
+def retry_fix(learning_rate: float, output_dir: str) -> str:
+    """The fix of a tagger's or a question-answering model's no-learning error."""
+    return (f"try more --epochs, a higher --learning_rate (this run: {learning_rate:g}) or more training data. "
+            f"The checkpoint was saved anyway to {output_dir}; pass --allow_no_learning to accept it")
 
 
 def no_learning_error(result: FinetuneResult, plan: FreezePlan, num_layers: int, eval_file: str,

@@ -25,7 +25,7 @@ from tfbert.checkpoint import find_checkpoint
 from tfbert.diagnose.config_checks import read_config
 from tfbert.diagnose.memory import check_memory
 from tfbert.errors import BadInputError, NoLearningError
-from tfbert.finetune.run import bf16_capable_cpu, check_reloaded, mixed_precision_policy
+from tfbert.finetune.run import bf16_capable_cpu, check_reloaded, mixed_precision_policy, raise_or_warn, retry_fix
 from tfbert.finetune.train import (
     HEAD_LEARNING_RATE,
     TrainResult,
@@ -188,16 +188,11 @@ def finetune_tokens(model: str | os.PathLike | None, train_file: str, eval_file:
                                   findings[0].message, result, evaluation, saved)
     if not evaluation.learned:
         e = evaluation
-        error = NoLearningError(
+        raise_or_warn(NoLearningError(
             f"the tagger learned nothing: entity F1 {e.f1:.4f} (tagging every word 'O' scores 0, token accuracy "
             f"{e.outside_baseline:.4f})", where=f"--eval={eval_file}", expected=f"entity F1 > {NO_LEARNING_F1}",
             actual=f"{e.f1:.4f} (token accuracy {e.token_accuracy:.4f})",
-            fix=f"try more --epochs, a higher --learning_rate (this run: {learning_rate:g}) or more training data. "
-                f"The checkpoint was saved anyway to {outcome.output_dir}; pass --allow_no_learning to accept it")
-        if not allow_no_learning:
-            error.result = outcome
-            raise error
-        write(f"WARNING: {error.render()}")
+            fix=retry_fix(learning_rate, outcome.output_dir)), outcome, allow_no_learning, write)
     return outcome
 
 
