@@ -15,6 +15,7 @@ import pytest
 
 from tests import tiny
 from tfbert import errors
+from tfbert import load as tfbert_load
 
 FILLER = "the a is was of and to in it on sat ran flew red blue green".split()
 
@@ -336,6 +337,28 @@ def write_pooling_layout(directory: str, mode: str, dim: int = tiny.TINY_CONFIG[
     with open(os.path.join(directory, "1_Pooling", "config.json"), "w") as f:
         json.dump({"word_embedding_dimension": dim, **{f"pooling_mode_{k}": k == mode for k in flags}}, f)
     return directory
+
+
+def test_embed_refuses_a_sentence_transformers_checkpoint_that_does_not_mean_pool(tmp_path, tiny_safetensors,
+                                                                                   minilm_path):
+    """The embed task mean-pools: a CLS-pooled sentence-transformers model would get embeddings that
+    are not its own, so diagnose (and with it load, predict and export) refuses it in one line."""
+    from tfbert.diagnose import diagnose
+
+    def pooling_finding(directory):
+        with diagnose(directory, task="embed", memory=False) as diagnosis:
+            return next(f for f in diagnosis.findings if f.check == "pooling")
+
+    assert pooling_finding(minilm_path).status == "ok"
+    assert pooling_finding(tiny_safetensors).status == "ok"  # plain BERT: tfbert's mean pooling
+    mean = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "mean")), "mean_tokens")
+    assert "modules.json declares" in pooling_finding(mean).message
+    cls = write_pooling_layout(tiny.copy_checkpoint(tiny_safetensors, str(tmp_path / "cls")), "cls_token")
+    finding = pooling_finding(cls)
+    assert finding.status == "error" and "modules.json" in finding.message and "cls pooling" in finding.message
+    with pytest.raises(errors.ConfigMismatchError):
+        tfbert_load(cls, "embed")
+    tfbert_load(cls, "classify")  # a classifier reads the CLS pooling the layout declares
 
 
 def test_pooling_is_read_from_a_sentence_transformers_layout(tmp_path, tiny_safetensors, minilm_path):

@@ -16,13 +16,15 @@ from tfbert.checkpoint import (
     find_checkpoint,
     open_weights,
     pooling_origin,
+    sentence_transformers_pooling,
 )
+from tfbert.checkpoint.pooling import MODULES_FILE
 from tfbert.diagnose.artifacts import check_artifact, is_artifact
 from tfbert.diagnose.config_checks import _error, check_config, check_seq_length, check_vocab, read_config
 from tfbert.diagnose.environment import check_edge_environment, check_environment
 from tfbert.diagnose.memory import check_memory
 from tfbert.diagnose.weights import check_integrity, check_shapes
-from tfbert.errors import TfbertError
+from tfbert.errors import ConfigMismatchError, TfbertError
 from tfbert.report import ERROR, Finding, Report, worst_exit_code
 
 
@@ -139,6 +141,8 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
                                                      "(fine-tuning's --pooling chooses another)"))
         except TfbertError as e:
             findings.append(_error("pooling", e))
+    if config_ok and task == "embed":
+        findings.append(_embedding_pooling(files))
     if source is not None:
         try:
             findings += check_integrity(source, scan_values=scan_values)
@@ -148,6 +152,24 @@ def diagnose(model: str | os.PathLike | None = None, task: str = "embed", *, bat
         findings += check_memory(config, task, batch_size=batch_size, seq_length=seq_length, dtype=dtype,
                                  training=training, trainable_layers=trainable_layers, tf_loaded=tf_loaded)
     return Diagnosis(files, config, findings, source)
+
+
+def _embedding_pooling(files: CheckpointFiles) -> Finding:
+    """The embed task mean-pools and L2-normalises: an error for a sentence-transformers checkpoint
+    that declares another pooling, whose embeddings tfbert would silently compute differently."""
+    try:
+        declared = sentence_transformers_pooling(files.root)
+    except TfbertError as e:
+        return _error("pooling", e)
+    if declared in (None, "mean"):
+        origin = "as its sentence-transformers modules.json declares" if declared else "tfbert's embedding"
+        return Finding("pooling", "ok", f"sentence embeddings are the mean of the token states, L2-normalised "
+                                        f"({origin})")
+    return _error("pooling", ConfigMismatchError(
+        "the embed task mean-pools, but this sentence-transformers checkpoint pools otherwise: its embeddings "
+        "would not be the model's", where=os.path.join(files.root, MODULES_FILE), expected="mean pooling",
+        actual=f"{declared} pooling", fix="use a mean-pooled model for --task=embed, or fine-tune it as a "
+                                          f"classifier (its --pooling={declared} is supported there)"))
 
 
 __all__ = ["Diagnosis", "diagnose"]
