@@ -324,22 +324,3 @@ def test_a_model_that_only_answers_nothing_exits_3_with_one_line_and_keeps_the_c
     assert "exact_match" in run.stdout  # the eval report is still printed
     report = json.loads((out / "eval_report.json").read_text())  # and the checkpoint saved
     assert report["summary"]["no_answer_baseline_exact_match"] == pytest.approx(4 / 12)
-
-
-def test_window_spans_pick_the_best_context_span_or_no_answer():
-    """Hand-made logits over ``[CLS] q q [SEP] c c c c [SEP] pad``: context tokens are positions 4-7."""
-    from tfbert.tasks.question_answering import window_spans
-
-    types = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1, 0]] * 4)
-    mask = np.array([[1] * 9 + [0]] * 4)
-    start, end = np.zeros((4, 10), np.float32), np.zeros((4, 10), np.float32)
-    start[0, 5], end[0, 6] = 8, 8  # a clear span
-    start[1, 0], end[1, 0] = 9, 9  # [CLS] wins: no answer
-    start[2, 1], end[2, 2] = 20, 20  # peaks in the question and on [SEP] are not answers
-    start[2, 8], end[2, 8] = 20, 20
-    start[2, 6], end[2, 7] = 5, 5
-    start[3, 7], end[3, 5] = 8, 8  # end before start is no span; the best valid one wins
-    start[3, 4] = 5  # (7, 5) would score 16; (4, 5) scores 13, (7, 7) 8 + 0
-    spans = window_spans(start, end, types, mask)
-    assert spans.tolist() == [[5, 6], [0, 0], [6, 7], [4, 5]]
-    assert window_spans(start, end, types, mask, null_threshold=None)[1].tolist() != [0, 0]

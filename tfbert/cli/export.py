@@ -130,8 +130,7 @@ def main(argv: list[str]) -> int:
         print(f"TF Serving  {saved.op_audit.summary()}")
     if lite:
         f = lite.fidelity
-        agreement = (f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f
-                     else f"  answer agreement {f['answer_agreement']:.4f}" if "answer_agreement" in f else "")
+        agreement = f"  argmax agreement {f['argmax_agreement']:.4f}" if "argmax_agreement" in f else ""
         fp32 = f" (fp32 {lite.fp32_size_bytes / 2**20:.1f})" if lite.fp32_size_bytes else ""
         speed = f"  speed {lite.speedup_vs_fp32:.2f}x fp32" if lite.speedup_vs_fp32 is not None else ""
         print(f"TFLite      {lite.path}  {lite.size_bytes / 2**20:.1f} MiB{fp32}  "

@@ -326,15 +326,6 @@ def export_tflite(model, tokenizer, *, task: str, quantization: str, output_dir:
     progress(f"verifying on {len(held_out)} held-out texts against the float graph")
     candidate = tflite.run_batches(runner, eval_batches, key)
     scores = fidelity(reference, candidate, task)
-    if task == "question_answering":
-        # The answers themselves: the span each held-out window gives, float graph vs this model.
-        from tfbert.tasks.question_answering import window_spans
-
-        pairs = {k: np.concatenate([b[k] for b in eval_batches]) for k in ("token_type_ids", "attention_mask")}
-        spans = [window_spans(start, tflite.run_batches(r, eval_batches, "end_logits"), pairs["token_type_ids"],
-                              pairs["attention_mask"])
-                 for start, r in ((reference, tflite.GraphRunner(float_module)), (candidate, runner))]
-        scores["answer_agreement"] = float(np.mean(np.all(spans[0] == spans[1], axis=1)))
     # The first batch's rows of the reference: its texts, or its real tokens (tflite.main_rows).
     head = eval_batches[0]
     first = int(head["attention_mask"].sum()) if task == "token_classify" else len(head["input_ids"])

@@ -172,34 +172,6 @@ def _span_probabilities(start_logits: np.ndarray, end_logits: np.ndarray, window
     return p_start[:, :, None] * p_end[:, None, :] * band, null, context
 
 
-def window_spans(start_logits: np.ndarray, end_logits: np.ndarray, token_type_ids: np.ndarray,
-                 attention_mask: np.ndarray, *, max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
-                 null_threshold: float | None = 0.0) -> np.ndarray:
-    """The answer each question + context window alone gives: int [windows, 2] token positions of
-    its best span's first and last token, or ``(0, 0)`` for "no answer".
-
-    The windows are BERT pairs (``[CLS] question [SEP] context [SEP]``, context tokens of type 1);
-    spans are scored as :func:`best_answers` scores them. The export compares the answers of a
-    quantized model with the float model's this way, before any text is involved.
-
-    Example:
-        >>> window_spans(start, end, batch["token_type_ids"], batch["attention_mask"])  # doctest: +SKIP
-        array([[5, 6], [0, 0]])
-    """
-    is_context = (np.asarray(token_type_ids) == 1) & (np.asarray(attention_mask) > 0)
-    length = np.maximum(is_context.sum(axis=1) - 1, 0)  # the last type-1 token is the closing [SEP]
-    offset = np.where(length > 0, is_context.argmax(axis=1), 0)
-    windows = Windows(np.asarray(token_type_ids), np.asarray(attention_mask), np.asarray(token_type_ids),
-                      np.arange(len(length)), offset, np.zeros_like(offset), length)
-    scores, null, _ = _span_probabilities(start_logits, end_logits, windows, max_answer_length)
-    flat = scores.reshape(len(scores), -1)
-    best = flat.argmax(axis=1)
-    spans = np.stack(np.divmod(best, scores.shape[1]), axis=1)
-    nothing = (flat.max(axis=1) <= 0) if null_threshold is None else (null - flat.max(axis=1) > null_threshold)
-    spans[nothing | (length == 0)] = 0
-    return spans
-
-
 def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows, contexts: list[str],
                  word_spans: list[tuple[np.ndarray, np.ndarray]], *,
                  max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
