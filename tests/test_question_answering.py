@@ -113,11 +113,16 @@ def test_numpy_windows_and_span_search_equal_hugging_face_pipeline(reference, ch
     _assert_same([(a.text, a.start, a.end, a.score) for a in answers], hf_answers[null_threshold is not None])
 
 
-@pytest.mark.parametrize("null_threshold", [None, 0.0], ids=["never-empty", "impossible-answers"])
-def test_serving_graph_answers_equal_hugging_face_pipeline(checkpoint, hf_answers, null_threshold):
+@pytest.mark.parametrize("null_threshold, chunk", [(None, 32), (0.0, 3)],
+                         ids=["never-empty", "impossible-answers-in-chunks-of-3-windows"])
+def test_serving_graph_answers_equal_hugging_face_pipeline(checkpoint, hf_answers, null_threshold, chunk,
+                                                           monkeypatch):
+    """The serving graph encodes a request's windows ``WINDOW_CHUNK`` at a time (here also 3: the
+    pairs' 20-odd windows in seven chunks) and answers as HF's pipeline."""
     from tfbert.export import savedmodel
     from tfbert.tokenizer import BertTokenizer
 
+    monkeypatch.setattr(savedmodel, "WINDOW_CHUNK", chunk)
     model = tfbert_model.load(checkpoint, "question_answering", require_head=True)
     tok = BertTokenizer.from_files(f"{checkpoint}/vocab.txt", f"{checkpoint}/tokenizer_config.json")
     module = savedmodel.build_question_answering_module(model, tok, max_seq_length=MAX_SEQ, doc_stride=STRIDE,
@@ -128,6 +133,14 @@ def test_serving_graph_answers_equal_hugging_face_pipeline(checkpoint, hf_answer
            for i in range(len(pairs))]
     _assert_same(got[:-1], hf_answers[null_threshold is not None])
     assert got[-1][:3] == ("", 0, 0)  # an empty context: no answer, not an error
+    # Five windows in chunks: the padded rows of the last chunk change nothing.
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, len(tiny.VOCAB), (5, 12)).astype(np.int32)
+    mask, types = np.ones_like(ids), np.repeat([[0] * 4 + [1] * 8], 5, axis=0).astype(np.int32)
+    mask[3, 7:] = 0
+    chunked, whole = module.encode_windows(ids, mask, types), module.serve_tokenized(ids, mask, types)
+    for key in ("start_logits", "end_logits"):
+        np.testing.assert_allclose(chunked[key].numpy(), whole[key].numpy(), atol=1e-5)
 
 
 def test_window_starts_follow_tokenizers_overflow():

@@ -86,6 +86,9 @@ def build_serving_module(model, tokenizer, task: str, *, max_seq_length: int = 1
     return module
 
 
+WINDOW_CHUNK = 32  # windows of one request the question-answering SavedModel encodes at a time
+
+
 def build_question_answering_module(model, tokenizer, *, max_seq_length: int = 384, doc_stride: int | None = None,
                                     max_answer_length: int = 15, null_threshold: float | None = 0.0):
     """The serving module of an extractive question-answering model.
@@ -115,7 +118,7 @@ def build_question_answering_module(model, tokenizer, *, max_seq_length: int = 3
         def serve_text(self, question, context):
             windows = qa.graph_windows(self.tokenizer, question, context, max_seq_length=max_seq_length,
                                        doc_stride=doc_stride)
-            logits = self.serve_tokenized(windows["input_ids"], windows["attention_mask"], windows["token_type_ids"])
+            logits = self.encode_windows(windows["input_ids"], windows["attention_mask"], windows["token_type_ids"])
             return qa.graph_answers(logits["start_logits"], logits["end_logits"], windows, context,
                                     max_answer_length=max_answer_length, null_threshold=null_threshold)
 
@@ -124,6 +127,24 @@ def build_question_answering_module(model, tokenizer, *, max_seq_length: int = 3
                                                        tf.TensorSpec([None, None], tf.int32, name="token_type_ids")])
         def serve_tokenized(self, input_ids, attention_mask, token_type_ids):
             return encoder.forward(input_ids, attention_mask, token_type_ids)
+
+        def encode_windows(self, input_ids, attention_mask, token_type_ids):
+            # At most WINDOW_CHUNK windows through the encoder at a time, one chunk after another:
+            # a 100,000-character context is ~440 windows, whose activations in one batch took
+            # 2.5 GB. Chunks are as even as possible, so a short request pads no rows.
+            windows, length = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
+            chunks = tf.maximum((windows + WINDOW_CHUNK - 1) // WINDOW_CHUNK, 1)
+            size = (windows + chunks - 1) // chunks
+            padding = chunks * size - windows
+
+            def split(x):
+                return tf.reshape(tf.pad(x, [[0, padding], [0, 0]]), [chunks, size, length])
+
+            spec = tf.TensorSpec([None, None], tf.float32)
+            out = tf.map_fn(lambda w: encoder.forward(*w),
+                            (split(input_ids), split(attention_mask), split(token_type_ids)),
+                            fn_output_signature={"start_logits": spec, "end_logits": spec}, parallel_iterations=1)
+            return {k: tf.reshape(v, [chunks * size, length])[:windows] for k, v in out.items()}
 
     module = ServingModule()
     module.serve_text.get_concrete_function()
