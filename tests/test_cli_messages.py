@@ -88,3 +88,12 @@ def test_finetune_prints_only_tfbert_lines(files):
     assert (root / "classifier" / "model.safetensors").exists()
     assert _foreign_lines(run.stderr) == []
     assert "[tfbert.finetune] epoch 1/1" in run.stderr
+
+
+def test_an_error_line_says_only_what_it_knows():
+    from tfbert.errors import BadInputError
+
+    assert BadInputError("bad", where="f", expected="x", actual="y", fix="z").render() == \
+        "f: bad — expected x, got y — fix: z"
+    assert BadInputError("bad", where="f", expected="x", fix="z").render() == "f: bad — expected x — fix: z"
+    assert BadInputError("bad", where="f", actual=0).render() == "f: bad — got 0"

@@ -229,7 +229,7 @@ def pipeline_run(tmp_path_factory):
     out["runs"]["export"] = _cli("export", *export, "--quantize")
     out["runs"]["export_fp32"] = _cli("export", *export, "--quantize", "--quantization=none", "--nosaved_model",
                                       "--version=2")
-    models = {"savedmodel": root / "exported" / "qa" / "1",
+    models = {"checkpoint": root / "ft", "savedmodel": root / "exported" / "qa" / "1",
               "int8": root / "exported" / "qa-tflite" / "1" / "model_int8.tflite",
               "fp32": root / "exported" / "qa-tflite" / "2" / "model_none.tflite"}
     out["models"] = models
@@ -251,12 +251,16 @@ def test_cli_finetune_export_predict_doctor(pipeline_run):
     assert "exact_match" in pipeline_run["runs"]["finetune"].stdout
     assert "learning rate 0.0002" in pipeline_run["runs"]["finetune"].stderr  # the QA default, whole model
     assert "verified with TensorFlow's C++ loader" in pipeline_run["runs"]["export"].stdout
-    for kind in ("savedmodel", "int8", "fp32"):
+    for kind in ("checkpoint", "savedmodel", "int8", "fp32"):
         answers = pipeline_run[kind]
         assert len(answers) == len(pipeline_run["questions"])
         for row, answer in zip(pipeline_run["questions"], answers, strict=True):
             assert row["context"][answer["start"]:answer["end"]] == answer["answer"]
         assert answers[-1]["answer"] == ""  # the empty context
+    # The fine-tuned checkpoint (same windows and threshold as the export) answers as its SavedModel.
+    for got, want in zip(pipeline_run["checkpoint"], pipeline_run["savedmodel"], strict=True):
+        assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"])
+        assert got["score"] == pytest.approx(want["score"], rel=1e-5, abs=1e-6)
     for model in (pipeline_run["models"]["savedmodel"], pipeline_run["models"]["int8"]):
         run = _cli("doctor", f"--model={model}", "--task=question_answering")
         assert run.returncode == 0 and "exit_code: 0" in run.stdout, run.stdout[-1500:] + run.stderr[-500:]
@@ -304,6 +308,14 @@ def test_bad_training_and_predict_inputs_are_one_line_and_write_nothing(pipeline
     run = _cli("predict", "--task=question_answering", f"--model={pipeline_run['models']['int8']}",
                f"--input={questions}", f"--output={tmp_path / 'answers.jsonl'}")
     assert run.returncode == 2 and "Traceback" not in run.stderr and "q.jsonl:2" in run.stderr
+    assert not (tmp_path / "answers.jsonl").exists()
+    # A directory that is neither a SavedModel nor a checkpoint: one line, not an unexpected OSError.
+    (tmp_path / "empty").mkdir()
+    fine = _write_jsonl(tmp_path / "q1.jsonl", [{"question": "what?", "context": "a cat"}])
+    run = _cli("predict", "--task=question_answering", f"--model={tmp_path / 'empty'}", f"--input={fine}",
+               f"--output={tmp_path / 'answers.jsonl'}")
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0, run.stderr
+    assert "neither a SavedModel nor a checkpoint" in run.stderr and "None" not in run.stderr
     assert not (tmp_path / "answers.jsonl").exists()
 
 

@@ -159,6 +159,16 @@ def test_exported_savedmodel_predicts_hugging_faces_entities(token_exports, toke
     _same(_tuples(predictor.predict(TEXTS)), theirs)
 
 
+def test_a_checkpoint_directory_predicts_hugging_faces_entities(token_reference, token_checkpoint):
+    """Predict on the checkpoint itself (fine-tuning's output) runs the SavedModel's graph, built in memory."""
+    from tfbert.predict.entities import EntityPredictor
+
+    predictor = EntityPredictor(token_checkpoint, aggregation="max")
+    assert predictor.backend == "checkpoint" and predictor.aggregation == "max"
+    theirs = _hf_entities(_hf_pipeline(token_reference, os.path.join(token_checkpoint, "vocab.txt"), "max"), TEXTS)
+    _same(_tuples(predictor.predict(TEXTS)), theirs)
+
+
 @pytest.mark.parametrize("strategy", ["simple", "first", "max"])
 def test_exported_tflite_predicts_hugging_faces_entities(strategy, token_exports, token_reference, token_checkpoint):
     from tfbert.predict.entities import EntityPredictor
@@ -278,6 +288,9 @@ def cli_run(token_checkpoint, tmp_path_factory):
         runs[f"predict_{name}"] = _cli("tfbert.predict", "--task=token_classify", f"--model={path}",
                                        f"--input={root / 'texts.txt'}", f"--output={root / name}.jsonl",
                                        "--max_length=32")
+    runs["predict_checkpoint"] = _cli("tfbert.predict", "--task=token_classify", f"--model={root / 'ner'}",
+                                      f"--input={root / 'texts.txt'}", f"--output={root / 'checkpoint'}.jsonl",
+                                      "--max_length=32")
     for name, path in {"checkpoint": root / "ner", **artifacts}.items():
         runs[f"doctor_{name}"] = _cli("tfbert.doctor", f"--model={path}", "--task=token_classify")
     return root, texts, runs
@@ -306,6 +319,8 @@ def test_cli_finetune_export_predict_doctor(cli_run):
     spans = {name: [[(e["start"], e["end"], e["label"]) for e in row["entities"]] for row in output]
              for name, output in rows.items()}
     assert spans["savedmodel"] == spans["tflite"]
+    # The fine-tuned checkpoint predicts what its SavedModel serves.
+    assert (root / "checkpoint.jsonl").read_text() == (root / "savedmodel.jsonl").read_text()
 
 
 def test_finetune_refuses_an_unknown_tag_in_one_line(tmp_path, token_checkpoint):

@@ -48,8 +48,12 @@ class TfbertError(Exception):
     def render(self, with_fix: bool = True) -> str:
         """The one-line form; ``with_fix=False`` leaves the fix out (reports show it in a column)."""
         parts = [f"{self.where}: {self.message}" if self.where else self.message]
-        if self.expected is not None or self.actual is not None:
+        if self.expected is not None and self.actual is not None:
             parts.append(f"expected {self.expected}, got {self.actual}")
+        elif self.expected is not None:
+            parts.append(f"expected {self.expected}")
+        elif self.actual is not None:
+            parts.append(f"got {self.actual}")
         if self.fix and with_fix:
             parts.append(f"fix: {self.fix}")
         return " — ".join(parts).replace("\n", " ")

@@ -25,18 +25,20 @@ flags.DEFINE_string("output", None, "Output file: .npy (arrays) or .jsonl (one o
 flags.DEFINE_enum("task", "embed", ["embed", "classify", "fill_mask", "token_classify", "question_answering"],
                   "What to compute. "
                   "token_classify: the entities of each text (JSONL: word, start, end — character offsets into the "
-                  "text —, label, score) from an exported SavedModel (grouped in the graph as exported) or .tflite "
-                  "(grouped here with --aggregation); a text longer than --max_length tokens is truncated. "
-                  "question_answering: --input is JSONL {question, context}, --output JSONL {answer, start, end, "
-                  "score} (character offsets in the context), from an exported SavedModel or .tflite.")
+                  "text —, label, score) from a fine-tuned checkpoint or an exported SavedModel (grouped in the "
+                  "graph as exported) or .tflite (grouped here with --aggregation); a text longer than --max_length "
+                  "tokens is truncated. question_answering: --input is JSONL {question, context}, --output JSONL "
+                  "{answer, start, end, score} (character offsets in the context), from a fine-tuned checkpoint or "
+                  "an exported SavedModel or .tflite.")
 flags.DEFINE_enum("aggregation", None, ["simple", "first", "max"], "token_classify: how tokens become entities "
-                  "(Hugging Face's pipeline strategies; default: the SavedModel's, first for a .tflite).")
-flags.DEFINE_integer("doc_stride", None, "question_answering with a .tflite: tokens shared by consecutive windows "
-                     "of --max_length (default min(max_length // 2, 128)).", lower_bound=0)
-flags.DEFINE_integer("max_answer_length", 15, "question_answering with a .tflite: longest answer, in tokens.",
-                     lower_bound=1)
-flags.DEFINE_float("null_score_threshold", 0.0, "question_answering with a .tflite: empty answer when the null "
-                   "score exceeds the best span's by more than this (a SavedModel uses the one chosen at export).")
+                  "(Hugging Face's pipeline strategies; default: the SavedModel's, else first).")
+flags.DEFINE_integer("doc_stride", None, "question_answering with a .tflite or a checkpoint: tokens shared by "
+                     "consecutive windows of --max_length (default min(max_length // 2, 128)).", lower_bound=0)
+flags.DEFINE_integer("max_answer_length", 15, "question_answering with a .tflite or a checkpoint: longest answer, "
+                     "in tokens.", lower_bound=1)
+flags.DEFINE_float("null_score_threshold", 0.0, "question_answering with a .tflite or a checkpoint: empty answer "
+                   "when the null score exceeds the best span's by more than this (a SavedModel uses the one "
+                   "chosen at export).")
 flags.DEFINE_enum("backend", "auto", ["auto", "keras-eager", "keras-graph", "keras-xla", "savedmodel", "tflite"],
                   "How to run the model (auto: from the --model path).")
 flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1)
@@ -111,11 +113,19 @@ def _question_answering() -> int:
     if not FLAGS.model or not (FLAGS.model.endswith(".tflite") or os.path.isdir(FLAGS.model)):
         from tfbert.errors import BadInputError
 
-        raise BadInputError("question_answering predicts with an exported model", where=f"--model={FLAGS.model}",
-                            expected="a SavedModel version directory or a .tflite",
-                            fix="export one: python -m tfbert.export --task=question_answering")
+        raise BadInputError("question_answering predicts with a fine-tuned checkpoint or an exported model",
+                            where=f"--model={FLAGS.model}",
+                            expected="a checkpoint directory, a SavedModel version directory or a .tflite",
+                            fix="fine-tune one: python -m tfbert.finetune --task=question_answering")
     common.quiet_tensorflow()
-    if FLAGS.model.endswith(".tflite"):
+    from tfbert.predict.entities import is_checkpoint_directory
+
+    if is_checkpoint_directory(FLAGS.model):
+        answers = qa_predict.answer_with_checkpoint(
+            FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
+            max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,
+            batch_size=FLAGS.batch_size)
+    elif FLAGS.model.endswith(".tflite"):
         answers = qa_predict.answer_with_tflite(
             FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
             max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,

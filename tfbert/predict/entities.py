@@ -35,6 +35,12 @@ from tfbert.tasks.token_classification import (
 AGGREGATION_ASSET = "aggregation.txt"  # in a token classifier SavedModel's assets/: how it groups entities
 
 
+def is_checkpoint_directory(path: str) -> bool:
+    """A directory holding a checkpoint (config.json, no saved_model.pb): fine-tuning's output."""
+    return (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb"))
+            and any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", "bert_config.json")))
+
+
 def read_labels(path: str) -> list[str]:
     """Tag names in id order from a ``labels.txt`` (one per line) or a ``config.json`` (``id2label``)."""
     from tfbert.model import label_names
@@ -46,13 +52,14 @@ def read_labels(path: str) -> list[str]:
 
 
 class EntityPredictor:
-    """Entities for texts from a token-classification SavedModel or .tflite.
+    """Entities for texts from a token-classification SavedModel, .tflite or checkpoint directory.
 
     Args:
-        model_path: a SavedModel version directory or a ``.tflite`` file.
+        model_path: a SavedModel version directory, a ``.tflite`` file, or a checkpoint directory
+            (fine-tuning's output: run through the graph the SavedModel export would write).
         batch_size: texts per batch.
-        max_length: truncation length in tokens (.tflite; a SavedModel has its export's).
-        aggregation: ``simple``, ``first`` or ``max``; None: the SavedModel's, ``first`` for a .tflite.
+        max_length: truncation length in tokens (.tflite and checkpoint; a SavedModel has its export's).
+        aggregation: ``simple``, ``first`` or ``max``; None: the SavedModel's, else ``first``.
         num_threads: LiteRT threads.
         vocab_path: the .tflite's vocab.txt (default: next to it).
 
@@ -71,14 +78,18 @@ class EntityPredictor:
         self.model_path = os.fspath(model_path) if model_path is not None else None
         self.batch_size, self.max_length = batch_size, max_length
         if self.model_path is None or not os.path.exists(self.model_path):
-            raise BadInputError("token_classify predicts with an exported model", where=f"--model={model_path}",
-                                fix="export it first: python -m tfbert.export --task=token_classify --quantize, then "
-                                    "pass the SavedModel version directory or the .tflite")
+            raise BadInputError("token_classify predicts with a fine-tuned checkpoint or an exported model",
+                                where=f"--model={model_path}",
+                                fix="pass the checkpoint directory python -m tfbert.finetune --task=token_classify "
+                                    "wrote, or the SavedModel version directory or .tflite of its export")
         if aggregation is not None:
             check_strategy(aggregation)
         if self.model_path.endswith(".tflite"):
             self.backend = "tflite"
             self._run = self._tflite(aggregation or DEFAULT_AGGREGATION, num_threads, vocab_path)
+        elif is_checkpoint_directory(self.model_path):
+            self.backend = "checkpoint"
+            self._run = self._checkpoint(aggregation or DEFAULT_AGGREGATION)
         else:
             self.backend = "savedmodel"
             self._run = self._saved_model(aggregation)
@@ -115,6 +126,26 @@ class EntityPredictor:
 
         def run(texts: list[str]) -> list:
             out = {k: v.numpy() for k, v in signature(text=tf.constant(texts, tf.string)).items()}
+            return [entities_from_outputs(out, row) for row in range(len(texts))]
+
+        return run
+
+    def _checkpoint(self, aggregation: str) -> Callable[[list[str]], list]:
+        from tfbert.checkpoint import find_checkpoint
+        from tfbert.export.savedmodel import build_serving_module
+        from tfbert.model import load
+        from tfbert.tf import import_tensorflow
+        from tfbert.tokenizer import BertTokenizer
+
+        tf = import_tensorflow()
+        files = find_checkpoint(self.model_path)
+        self.tokenizer = BertTokenizer.from_files(files.vocab, files.tokenizer_config)
+        self.aggregation = aggregation
+        module = build_serving_module(load(self.model_path, "token_classify", require_head=True), self.tokenizer,
+                                      "token_classify", max_seq_length=self.max_length, aggregation=aggregation)
+
+        def run(texts: list[str]) -> list:
+            out = {k: v.numpy() for k, v in module.serve_text(tf.constant(texts, tf.string)).items()}
             return [entities_from_outputs(out, row) for row in range(len(texts))]
 
         return run

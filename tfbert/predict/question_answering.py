@@ -1,6 +1,7 @@
 """Predict for extractive question answering: JSONL ``{"question", "context"}`` → one answer per line.
 
-A SavedModel answers in its own graph (``serving_default(question, context)``); for a .tflite
+A SavedModel answers in its own graph (``serving_default(question, context)``), and a checkpoint
+directory through the same graph built in memory; for a .tflite
 (token inputs → start/end logits) the windows and the span search run here, in numpy
 (:mod:`tfbert.tasks.question_answering`), with the vocabulary beside the model. The output is
 JSONL ``{"answer", "start", "end", "score"}`` written to a temporary sibling and renamed into
@@ -76,6 +77,24 @@ def answer_with_tflite(model_path: str, questions: list[str], contexts: list[str
                            max_answer_length=max_answer_length, null_threshold=null_threshold)
 
 
+def answer_with_checkpoint(model_path: str, questions: list[str], contexts: list[str], *, max_seq_length: int,
+                           doc_stride: int | None, max_answer_length: int, null_threshold: float | None,
+                           batch_size: int = 32) -> list[qa.Answer]:
+    """Answers from a question-answering checkpoint directory (fine-tuning's output), through the
+    graph its SavedModel export would serve (:func:`tfbert.export.savedmodel.build_question_answering_module`)."""
+    from tfbert.checkpoint import find_checkpoint
+    from tfbert.export.savedmodel import build_question_answering_module
+    from tfbert.model import load
+    from tfbert.tokenizer import BertTokenizer
+
+    files = find_checkpoint(model_path)
+    module = build_question_answering_module(
+        load(model_path, "question_answering", require_head=True),
+        BertTokenizer.from_files(files.vocab, files.tokenizer_config), max_seq_length=max_seq_length,
+        doc_stride=doc_stride, max_answer_length=max_answer_length, null_threshold=null_threshold)
+    return _answer_in_batches(module.serve_text, questions, contexts, batch_size)
+
+
 def answer_with_saved_model(model_path: str, questions: list[str], contexts: list[str], *,
                             batch_size: int = 32) -> list[qa.Answer]:
     """Answers from a question-answering SavedModel's ``serving_default(question, context)``."""
@@ -84,16 +103,29 @@ def answer_with_saved_model(model_path: str, questions: list[str], contexts: lis
     tf = import_tensorflow()
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops the graph uses)
 
+    if not os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+        raise BadInputError("neither a SavedModel nor a checkpoint", where=model_path,
+                            expected="saved_model.pb, or config.json with the weights",
+                            fix="pass a version directory of python -m tfbert.export --task=question_answering, a "
+                                ".tflite, or a fine-tuned checkpoint directory")
     signature = tf.saved_model.load(model_path).signatures["serving_default"]
     if set(signature.structured_input_signature[1]) != {"question", "context"}:
         raise BadInputError("not a question-answering SavedModel", where=model_path,
                             expected="serving_default(question, context)",
                             actual=sorted(signature.structured_input_signature[1]),
                             fix="export with python -m tfbert.export --task=question_answering")
+    return _answer_in_batches(signature, questions, contexts, batch_size)
+
+
+def _answer_in_batches(serve, questions: list[str], contexts: list[str], batch_size: int) -> list[qa.Answer]:
+    """``serve(question=, context=)`` (a serving signature or function) over ``batch_size`` pairs at a time."""
+    from tfbert.tf import import_tensorflow
+
+    tf = import_tensorflow()
     answers = []
     for i in range(0, len(questions), batch_size):
-        out = {k: v.numpy() for k, v in signature(question=tf.constant(questions[i:i + batch_size]),
-                                                  context=tf.constant(contexts[i:i + batch_size])).items()}
+        out = {k: v.numpy() for k, v in serve(question=tf.constant(questions[i:i + batch_size], tf.string),
+                                              context=tf.constant(contexts[i:i + batch_size], tf.string)).items()}
         answers += [qa.Answer(out["answer"][j].decode("utf-8"), int(out["start"][j]), int(out["end"][j]),
                               float(out["score"][j])) for j in range(len(out["answer"]))]
     return answers
