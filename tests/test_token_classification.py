@@ -164,7 +164,7 @@ def test_a_checkpoint_directory_predicts_hugging_faces_entities(token_reference,
     from tfbert.predict.entities import EntityPredictor
 
     predictor = EntityPredictor(token_checkpoint, aggregation="max")
-    assert predictor.backend == "checkpoint" and predictor.aggregation == "max"
+    assert predictor.backend == "keras-graph" and predictor.aggregation == "max"
     theirs = _hf_entities(_hf_pipeline(token_reference, os.path.join(token_checkpoint, "vocab.txt"), "max"), TEXTS)
     _same(_tuples(predictor.predict(TEXTS)), theirs)
 

@@ -118,14 +118,15 @@ def _question_answering() -> int:
                             expected="a checkpoint directory, a SavedModel version directory or a .tflite",
                             fix="fine-tune one: python -m tfbert.finetune --task=question_answering")
     common.quiet_tensorflow()
-    from tfbert.predict.entities import is_checkpoint_directory
+    from tfbert.predict.predictor import resolve_backend
 
-    if is_checkpoint_directory(FLAGS.model):
+    backend = resolve_backend(FLAGS.model, "auto")
+    if backend == "keras-graph":  # a checkpoint directory
         answers = qa_predict.answer_with_checkpoint(
             FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
             max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,
             batch_size=FLAGS.batch_size)
-    elif FLAGS.model.endswith(".tflite"):
+    elif backend == "tflite":
         answers = qa_predict.answer_with_tflite(
             FLAGS.model, questions, contexts, max_seq_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
             max_answer_length=FLAGS.max_answer_length, null_threshold=FLAGS.null_score_threshold,

@@ -35,12 +35,6 @@ from tfbert.tasks.token_classification import (
 AGGREGATION_ASSET = "aggregation.txt"  # in a token classifier SavedModel's assets/: how it groups entities
 
 
-def is_checkpoint_directory(path: str) -> bool:
-    """A directory holding a checkpoint (config.json, no saved_model.pb): fine-tuning's output."""
-    return (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb"))
-            and any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", "bert_config.json")))
-
-
 def read_labels(path: str) -> list[str]:
     """Tag names in id order from a ``labels.txt`` (one per line) or a ``config.json`` (``id2label``)."""
     from tfbert.model import label_names
@@ -84,15 +78,15 @@ class EntityPredictor:
                                     "wrote, or the SavedModel version directory or .tflite of its export")
         if aggregation is not None:
             check_strategy(aggregation)
-        if self.model_path.endswith(".tflite"):
-            self.backend = "tflite"
+        from tfbert.predict.predictor import resolve_backend
+
+        self.backend = resolve_backend(self.model_path, "auto")
+        if self.backend == "tflite":
             self._run = self._tflite(aggregation or DEFAULT_AGGREGATION, num_threads, vocab_path)
-        elif is_checkpoint_directory(self.model_path):
-            self.backend = "checkpoint"
-            self._run = self._checkpoint(aggregation or DEFAULT_AGGREGATION)
-        else:
-            self.backend = "savedmodel"
+        elif self.backend == "savedmodel":
             self._run = self._saved_model(aggregation)
+        else:  # a checkpoint directory
+            self._run = self._checkpoint(aggregation or DEFAULT_AGGREGATION)
 
     def _saved_model(self, aggregation: str | None) -> Callable[[list[str]], list]:
         from tfbert.tf import import_tensorflow
