@@ -261,22 +261,21 @@ def apply_umask(tree: str) -> None:
     does), which a user would not expect of a published checkpoint.
     """
     mask = current_umask()
-    for root, dirs, files in os.walk(tree):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~mask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~mask)
-    os.chmod(tree, 0o777 & ~mask)
+    _set_modes(tree, 0o777 & ~mask, 0o666 & ~mask)
 
 
 def make_readable(tree: str) -> None:
     """Directories 0755 and files 0644 under ``tree``: a model server usually runs as another user."""
-    os.chmod(tree, 0o755)
+    _set_modes(tree, 0o755, 0o644)
+
+
+def _set_modes(tree: str, directory_mode: int, file_mode: int) -> None:
+    os.chmod(tree, directory_mode)
     for root, dirs, files in os.walk(tree):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
+            os.chmod(os.path.join(root, name), directory_mode)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
+            os.chmod(os.path.join(root, name), file_mode)
 
 
 def check_readable_by_others(directory: str) -> None:

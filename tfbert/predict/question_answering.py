@@ -104,10 +104,9 @@ def answer_with_saved_model(model_path: str, questions: list[str], contexts: lis
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops the graph uses)
 
     if not os.path.isfile(os.path.join(model_path, "saved_model.pb")):
-        raise BadInputError("neither a SavedModel nor a checkpoint", where=model_path,
-                            expected="saved_model.pb, or config.json with the weights",
-                            fix="pass a version directory of python -m tfbert.export --task=question_answering, a "
-                                ".tflite, or a fine-tuned checkpoint directory")
+        raise BadInputError("not a SavedModel", where=model_path, expected="saved_model.pb",
+                            fix="pass a version directory of python -m tfbert.export --task=question_answering "
+                                "(answer_with_checkpoint takes a fine-tuned checkpoint directory)")
     signature = tf.saved_model.load(model_path).signatures["serving_default"]
     if set(signature.structured_input_signature[1]) != {"question", "context"}:
         raise BadInputError("not a question-answering SavedModel", where=model_path,

@@ -103,16 +103,15 @@ def window_starts(context_tokens: int, room: int, doc_stride: int) -> list[int]:
 
 
 def make_windows(questions: list[np.ndarray], contexts: list[np.ndarray], *, max_seq_length: int, doc_stride: int,
-                 cls_id: int, sep_id: int, pad_id: int, source: str = "input",
-                 length_flag: str = "--max_length") -> Windows:
+                 cls_id: int, sep_id: int, pad_id: int, source: str = "input") -> Windows:
     """``[CLS] question [SEP] context window [SEP]`` rows for every pair, padded to ``max_seq_length``.
 
     Args:
         questions, contexts: WordPiece ids of each question and context (no special tokens).
         max_seq_length, doc_stride: window length and overlap, in tokens.
         cls_id, sep_id, pad_id: the special tokens' ids.
-        source, length_flag: the file the pairs came from and the flag that set ``max_seq_length``,
-            for the error naming a question too long.
+        source: the file the pairs came from, for the error naming a question too long (whose fix
+            names finetune's and predict's ``--max_length``).
 
     Raises:
         BadInputError: a question leaving no more than ``doc_stride`` tokens for its context.
@@ -132,7 +131,7 @@ def make_windows(questions: list[np.ndarray], contexts: list[np.ndarray], *, max
             raise BadInputError("the question is too long for the window", where=f"{source}: question {i + 1}",
                                 expected=f"at most {max_seq_length - 4 - doc_stride} tokens",
                                 actual=f"{len(question)} tokens",
-                                fix=f"shorten the question, or raise {length_flag} (now {max_seq_length}) or lower "
+                                fix=f"shorten the question, or raise --max_length (now {max_seq_length}) or lower "
                                     f"--doc_stride (now {doc_stride})")
         for start in window_starts(len(context), room, doc_stride):
             piece = context[start:start + room]
