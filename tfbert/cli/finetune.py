@@ -73,7 +73,7 @@ _progress = common.progress_writer("finetune")
 
 
 def main(argv: list[str]) -> int:
-    from tfbert.errors import BadInputError, NoLearningError
+    from tfbert.errors import BadInputError
 
     for name in ("train", "eval", "output_dir"):
         if not getattr(FLAGS, name):
@@ -86,38 +86,37 @@ def main(argv: list[str]) -> int:
         return _question_answering()
     from tfbert.finetune import finetune
 
+    return _run_and_print(lambda: finetune(
+        FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, text_column=FLAGS.text_column,
+        label_column=FLAGS.label_column, freeze=FLAGS.freeze, pooling=FLAGS.pooling, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, learning_rate=FLAGS.learning_rate,
+        weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
+        early_stopping_patience=FLAGS.early_stopping_patience, class_weights=FLAGS.class_weights, seed=FLAGS.seed,
+        overwrite=FLAGS.overwrite, allow_no_learning=FLAGS.allow_no_learning, progress=_progress), _print_result)
+
+
+def _run_and_print(train, print_result) -> int:
+    """Run ``train()`` and print its result; a model that learned nothing is printed too, then raised (exit 3)."""
+    from tfbert.errors import NoLearningError
+
     try:
-        result = finetune(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, text_column=FLAGS.text_column,
-                          label_column=FLAGS.label_column, freeze=FLAGS.freeze, pooling=FLAGS.pooling,
-                          epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
-                          learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
-                          warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
-                          early_stopping_patience=FLAGS.early_stopping_patience, class_weights=FLAGS.class_weights,
-                          seed=FLAGS.seed, overwrite=FLAGS.overwrite, allow_no_learning=FLAGS.allow_no_learning,
-                          progress=_progress)
+        result = train()
     except NoLearningError as e:
-        _print_result(e.result)
+        print_result(e.result)
         raise
-    _print_result(result)
+    print_result(result)
     return 0
 
 
 def _question_answering() -> int:
-    from tfbert.errors import NoLearningError
     from tfbert.finetune.question_answering import finetune_question_answering
 
-    try:
-        result = finetune_question_answering(
-            FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
-            learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio,
-            early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
-            allow_no_learning=FLAGS.allow_no_learning, progress=_progress)
-    except NoLearningError as e:
-        _print_qa_result(e.result)
-        raise
-    _print_qa_result(result)
-    return 0
+    return _run_and_print(lambda: finetune_question_answering(
+        FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, doc_stride=FLAGS.doc_stride,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio,
+        early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+        allow_no_learning=FLAGS.allow_no_learning, progress=_progress), _print_qa_result)
 
 
 def _print_qa_result(result) -> None:
@@ -140,7 +139,7 @@ def _print_run(result, speed: str = "") -> None:
 
 
 def _token_classify() -> int:
-    from tfbert.errors import BadInputError, NoLearningError
+    from tfbert.errors import BadInputError
     from tfbert.finetune.tokens import finetune_tokens
 
     for name in ("pooling", "class_weights", "text_column", "label_column"):
@@ -149,19 +148,12 @@ def _token_classify() -> int:
                                 expected="--task=classify", actual="--task=token_classify",
                                 fix=f"drop --{name}: a tagger reads CoNLL columns or JSONL spans")
 
-    try:
-        result = finetune_tokens(FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze,
-                                 epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
-                                 learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
-                                 warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
-                                 early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed,
-                                 overwrite=FLAGS.overwrite, allow_no_learning=FLAGS.allow_no_learning,
-                                 progress=_progress)
-    except NoLearningError as e:
-        _print_token_result(e.result)
-        raise
-    _print_token_result(result)
-    return 0
+    return _run_and_print(lambda: finetune_tokens(
+        FLAGS.model, FLAGS.train, FLAGS.eval, FLAGS.output_dir, freeze=FLAGS.freeze, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, learning_rate=FLAGS.learning_rate,
+        weight_decay=FLAGS.weight_decay, warmup_ratio=FLAGS.warmup_ratio, mixed_precision=FLAGS.mixed_precision,
+        early_stopping_patience=FLAGS.early_stopping_patience, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+        allow_no_learning=FLAGS.allow_no_learning, progress=_progress), _print_token_result)
 
 
 def _print_token_result(result) -> None:

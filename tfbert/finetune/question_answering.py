@@ -29,7 +29,7 @@ from tfbert.errors import BadInputError, NoLearningError
 from tfbert.finetune.evaluate import NO_LEARNING_MARGIN
 from tfbert.finetune.run import check_reloaded, raise_or_warn, retry_fix
 from tfbert.finetune.tokens import TAGGER_LEARNING_RATE
-from tfbert.finetune.train import HEAD_LEARNING_RATE, TrainResult, apply_freeze, fit, parameter_counts, parse_freeze
+from tfbert.finetune.train import TrainResult, apply_freeze, fit, learning_rate_for, parameter_counts, parse_freeze
 from tfbert.predict.pipeline import read_jsonl_fields
 from tfbert.report import ERROR, Report
 from tfbert.tasks import question_answering as qa
@@ -265,10 +265,7 @@ def finetune_question_answering(model: str | os.PathLike | None, train_file: str
     eval_windows, eval_spans, eval_labels = _featurize(tokenizer, held_out, max_length, doc_stride)
     num_layers = config["num_hidden_layers"]
     plan = parse_freeze(freeze, num_layers)
-    if learning_rate is None:
-        learning_rate = HEAD_LEARNING_RATE if plan.head_only(num_layers) else QA_LEARNING_RATE
-    if not learning_rate > 0:
-        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate, fix="e.g. 2e-4")
+    learning_rate = learning_rate_for(learning_rate, plan, num_layers, QA_LEARNING_RATE)
     findings = check_memory(config, TASK, batch_size=batch_size, seq_length=max_length, dtype="float32",
                             training=True)
     if findings[0].status == ERROR:

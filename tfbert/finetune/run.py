@@ -37,8 +37,8 @@ from tfbert.finetune.train import (
     TrainResult,
     apply_freeze,
     classifier,
-    default_learning_rate,
     fit,
+    learning_rate_for,
     parameter_counts,
     parse_freeze,
 )
@@ -183,10 +183,7 @@ def finetune(model: str | os.PathLike | None, train_file: str, eval_file: str, o
     num_layers = config["num_hidden_layers"]
     plan = parse_freeze(freeze, num_layers)
     pooling = check_pooling(pooling) if pooling is not None else checkpoint_pooling(files, config)
-    if learning_rate is None:
-        learning_rate = default_learning_rate(plan, num_layers)
-    if not learning_rate > 0:
-        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate, fix="e.g. 5e-5")
+    learning_rate = learning_rate_for(learning_rate, plan, num_layers)
 
     from tfbert.diagnose.memory import available_gpu_memory
 

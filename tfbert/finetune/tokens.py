@@ -27,11 +27,11 @@ from tfbert.diagnose.memory import check_memory
 from tfbert.errors import BadInputError, NoLearningError
 from tfbert.finetune.run import bf16_capable_cpu, check_reloaded, mixed_precision_policy, raise_or_warn, retry_fix
 from tfbert.finetune.train import (
-    HEAD_LEARNING_RATE,
     TrainResult,
     apply_freeze,
     classifier,
     fit,
+    learning_rate_for,
     parameter_counts,
     parse_freeze,
 )
@@ -130,10 +130,7 @@ def finetune_tokens(model: str | os.PathLike | None, train_file: str, eval_file:
     check_tags(held_out, labels)
     num_layers = config["num_hidden_layers"]
     plan = parse_freeze(freeze, num_layers)
-    if learning_rate is None:
-        learning_rate = HEAD_LEARNING_RATE if plan.head_only(num_layers) else TAGGER_LEARNING_RATE
-    if not learning_rate > 0:
-        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate, fix="e.g. 5e-5")
+    learning_rate = learning_rate_for(learning_rate, plan, num_layers, TAGGER_LEARNING_RATE)
     from tfbert.diagnose.memory import available_gpu_memory
 
     policy = mixed_precision_policy(mixed_precision, has_gpu=available_gpu_memory() is not None,

@@ -74,14 +74,30 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(out)
 
 
-def default_learning_rate(plan: FreezePlan, num_layers: int) -> float:
-    """:data:`HEAD_LEARNING_RATE` when only the head trains, else :data:`ENCODER_LEARNING_RATE`.
+def default_learning_rate(plan: FreezePlan, num_layers: int, encoder_rate: float = ENCODER_LEARNING_RATE) -> float:
+    """:data:`HEAD_LEARNING_RATE` when only the head trains, else ``encoder_rate`` (the task's:
+    :data:`ENCODER_LEARNING_RATE` for a sequence classifier).
 
     Example:
         >>> default_learning_rate(parse_freeze("all_but_head", 6), 6)
         0.003
     """
-    return HEAD_LEARNING_RATE if plan.head_only(num_layers) else ENCODER_LEARNING_RATE
+    return HEAD_LEARNING_RATE if plan.head_only(num_layers) else encoder_rate
+
+
+def learning_rate_for(learning_rate: float | None, plan: FreezePlan, num_layers: int,
+                      encoder_rate: float = ENCODER_LEARNING_RATE) -> float:
+    """``learning_rate``, or :func:`default_learning_rate` when None.
+
+    Raises:
+        BadInputError: a rate that is not positive.
+    """
+    if learning_rate is None:
+        return default_learning_rate(plan, num_layers, encoder_rate)
+    if not learning_rate > 0:
+        raise BadInputError("must be positive", where="learning_rate", actual=learning_rate,
+                            fix=f"e.g. {default_learning_rate(plan, num_layers, encoder_rate):g}")
+    return learning_rate
 
 
 def parse_freeze(spec: str | None, num_layers: int) -> FreezePlan:
